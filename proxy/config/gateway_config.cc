@@ -1,0 +1,198 @@
+#include "config/gateway_config.h"
+
+#include <charconv>
+#include <set>
+
+#include "config/yaml_document.h"
+#include "route/route_json.h"
+
+namespace spacegate {
+
+namespace {
+
+bool fail(ValidationError& error, std::string field, std::string message) {
+  error.field = std::move(field);
+  error.message = std::move(message);
+  return false;
+}
+
+bool checkKeys(const nlohmann::json& object, const std::string& path,
+               const std::set<std::string>& known, ValidationError& error) {
+  if (!object.is_object()) return fail(error, path, "must be a mapping");
+  for (const auto& [key, value] : object.items()) {
+    if (!known.count(key)) {
+      return fail(error, path.empty() ? key : path + "." + key, "unknown key");
+    }
+  }
+  return true;
+}
+
+bool readDuration(const nlohmann::json& object, const char* key, const std::string& path,
+                  uint64_t& out, ValidationError& error) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  std::string field = path + "." + key;
+  if (!it->is_string() || !parseDuration(it->get<std::string>(), out)) {
+    return fail(error, field, "must be a duration such as \"500ms\", \"10s\", \"5m\", \"1h\"");
+  }
+  return true;
+}
+
+template <typename Integer>
+bool readCount(const nlohmann::json& object, const char* key, const std::string& path,
+               Integer& out, uint64_t minimum, uint64_t maximum, ValidationError& error) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  std::string field = path.empty() ? key : path + "." + key;
+  if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
+      static_cast<uint64_t>(it->get<int64_t>()) < minimum ||
+      static_cast<uint64_t>(it->get<int64_t>()) > maximum) {
+    return fail(error, field,
+                "must be a whole number from " + std::to_string(minimum) + " to " +
+                    std::to_string(maximum));
+  }
+  out = static_cast<Integer>(it->get<int64_t>());
+  return true;
+}
+
+}  // namespace
+
+bool parseDuration(const std::string& text, uint64_t& milliseconds) {
+  uint64_t number = 0;
+  auto [end, code] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (code != std::errc() || end == text.data()) return false;
+  std::string_view unit(end, text.data() + text.size() - end);
+  uint64_t scale;
+  if (unit == "ms") {
+    scale = 1;
+  } else if (unit == "s") {
+    scale = 1000;
+  } else if (unit == "m") {
+    scale = 60'000;
+  } else if (unit == "h") {
+    scale = 3'600'000;
+  } else {
+    return false;
+  }
+  if (number > UINT64_MAX / scale / 1000) return false;
+  milliseconds = number * scale;
+  return true;
+}
+
+bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, ValidationError& error) {
+  if (root.is_null()) return true;  // an empty file: all defaults
+  if (!checkKeys(root, "",
+                 {"listen", "workers", "access_log", "log_level", "limits", "upstream_pool",
+                  "routes"},
+                 error)) {
+    return false;
+  }
+  if (auto listen = root.find("listen"); listen != root.end()) {
+    nlohmann::json list = listen->is_string() ? nlohmann::json::array({*listen}) : *listen;
+    if (!list.is_array() || list.empty()) {
+      return fail(error, "listen", "must be an address or a list of addresses");
+    }
+    config.listeners.clear();
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string field = listen->is_string() ? "listen" : "listen[" + std::to_string(i) + "]";
+      SocketAddress address;
+      std::string reason;
+      if (!list[i].is_string()) return fail(error, field, "must be a string like 127.0.0.1:8080");
+      if (!parseSocketAddress(list[i].get<std::string>(), address, reason, false, false)) {
+        return fail(error, field, reason);
+      }
+      config.listeners.push_back(address);
+    }
+  }
+  if (!readCount(root, "workers", "", config.workers, 0, 256, error)) return false;
+  if (auto log = root.find("access_log"); log != root.end()) {
+    if (!log->is_string() || log->get<std::string>().empty()) {
+      return fail(error, "access_log", "must be a file path, \"stdout\" or \"off\"");
+    }
+    config.access_log = log->get<std::string>();
+  }
+  if (auto level = root.find("log_level"); level != root.end()) {
+    static const std::set<std::string> levels = {"debug", "info", "warning", "error"};
+    if (!level->is_string() || !levels.count(level->get<std::string>())) {
+      return fail(error, "log_level", "must be one of debug, info, warning, error");
+    }
+    config.log_level = level->get<std::string>();
+  }
+  if (auto limits_it = root.find("limits"); limits_it != root.end()) {
+    const nlohmann::json& limits = *limits_it;
+    Limits& out = config.limits;
+    if (!checkKeys(limits, "limits",
+                   {"header_block_size", "header_field_count", "header_read_timeout",
+                    "keepalive_idle_timeout", "client_body_timeout", "upstream_connect_timeout",
+                    "upstream_response_timeout", "tunnel_idle_timeout", "request_body_size",
+                    "shutdown_grace", "write_high_water", "write_low_water"},
+                   error)) {
+      return false;
+    }
+    if (!readCount(limits, "header_block_size", "limits", out.header_block_size, 1024,
+                   1024 * 1024, error) ||
+        !readCount(limits, "header_field_count", "limits", out.header_field_count, 1, 10'000,
+                   error) ||
+        !readCount(limits, "request_body_size", "limits", out.request_body_size, 0,
+                   UINT64_MAX >> 2, error) ||
+        !readCount(limits, "write_high_water", "limits", out.write_high_water, 4096,
+                   64 * 1024 * 1024, error) ||
+        !readCount(limits, "write_low_water", "limits", out.write_low_water, 0,
+                   64 * 1024 * 1024, error) ||
+        !readDuration(limits, "header_read_timeout", "limits", out.header_read_timeout_ms, error) ||
+        !readDuration(limits, "keepalive_idle_timeout", "limits", out.keepalive_idle_timeout_ms,
+                      error) ||
+        !readDuration(limits, "client_body_timeout", "limits", out.client_body_timeout_ms,
+                      error) ||
+        !readDuration(limits, "upstream_connect_timeout", "limits",
+                      out.upstream_connect_timeout_ms, error) ||
+        !readDuration(limits, "upstream_response_timeout", "limits",
+                      out.upstream_response_timeout_ms, error) ||
+        !readDuration(limits, "tunnel_idle_timeout", "limits", out.tunnel_idle_timeout_ms,
+                      error) ||
+        !readDuration(limits, "shutdown_grace", "limits", out.shutdown_grace_ms, error)) {
+      return false;
+    }
+    if (out.write_low_water >= out.write_high_water) {
+      return fail(error, "limits.write_low_water", "must be below limits.write_high_water");
+    }
+    for (const char* key : {"header_read_timeout", "keepalive_idle_timeout", "client_body_timeout",
+                            "upstream_connect_timeout", "upstream_response_timeout",
+                            "tunnel_idle_timeout"}) {
+      uint64_t value = 1;
+      readDuration(limits, key, "limits", value, error);
+      if (value == 0) return fail(error, std::string("limits.") + key, "must be above zero");
+    }
+  }
+  if (auto pool = root.find("upstream_pool"); pool != root.end()) {
+    if (!checkKeys(*pool, "upstream_pool", {"idle_connections", "idle_timeout"}, error) ||
+        !readCount(*pool, "idle_connections", "upstream_pool",
+                   config.upstream_pool.idle_connections, 0, 10'000, error) ||
+        !readDuration(*pool, "idle_timeout", "upstream_pool", config.upstream_pool.idle_timeout_ms,
+                      error)) {
+      return false;
+    }
+  }
+  if (auto routes = root.find("routes"); routes != root.end()) {
+    if (!parseRouteList(*routes, "routes", config.routes, error)) return false;
+  }
+  return true;
+}
+
+bool loadGatewayConfigFile(const std::string& file, GatewayConfig& config, std::string& message) {
+  YamlDocument document;
+  std::string load_error;
+  if (!loadYamlFile(file, document, load_error)) {
+    message = load_error;
+    return false;
+  }
+  ValidationError error;
+  if (!parseGatewayConfig(document.root, config, error)) {
+    message = file + ":" + std::to_string(document.lineOf(error.field)) + ": " + error.field +
+              ": " + error.message;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace spacegate

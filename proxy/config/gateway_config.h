@@ -1,0 +1,38 @@
+// The gateway's configuration: listeners, workers, logs, limits and static
+// routes. Every key has a default (docs/configuration.md); a bad value is
+// refused with the field path and the reason.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "common/validation_error.h"
+#include "config/limits.h"
+#include "net/socket_address.h"
+#include "route/route.h"
+
+namespace spacegate {
+
+struct GatewayConfig {
+  std::vector<SocketAddress> listeners;  // default 127.0.0.1:8080
+  unsigned workers = 0;                  // 0: one per core
+  std::string access_log = "stdout";     // a file path, "stdout", or "off"
+  std::string log_level = "info";
+  Limits limits;
+  UpstreamPoolLimits upstream_pool;
+  std::vector<Route> routes;
+};
+
+// Validates and applies a parsed config document over the defaults.
+bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, ValidationError& error);
+
+// Loads a YAML/JSON config file. On failure `message` is
+// "FILE:LINE: field: reason".
+bool loadGatewayConfigFile(const std::string& file, GatewayConfig& config, std::string& message);
+
+// "10s", "75s", "500ms", "1h", "2m" -> milliseconds.
+bool parseDuration(const std::string& text, uint64_t& milliseconds);
+
+}  // namespace spacegate

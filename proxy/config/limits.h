@@ -1,0 +1,51 @@
+// Every limit and timeout the gateway applies to what clients and upstreams
+// control, in one place, with its default. Loaded from the `limits:` and
+// `upstream_pool:` sections of the config file; docs/configuration.md lists
+// them for operators.
+#pragma once
+
+#include <cstdint>
+
+namespace spacegate {
+
+struct Limits {
+  // Largest request or response header block (start line + fields), bytes.
+  // Over it: 431 for requests, 502 for upstream responses.
+  uint32_t header_block_size = 64 * 1024;
+  // Most header fields in one head (trailers count too). Over it: 431.
+  uint32_t header_field_count = 100;
+  // Time from the first byte of a request (or from accept) to the end of its
+  // header block. Defeats slowloris. Over it: 408 and close.
+  uint64_t header_read_timeout_ms = 10'000;
+  // How long an idle client keep-alive connection is kept open.
+  uint64_t keepalive_idle_timeout_ms = 75'000;
+  // Longest silence while a request body is being received, or while the
+  // client does not take response bytes. Over it: the exchange is aborted.
+  uint64_t client_body_timeout_ms = 60'000;
+  // Connecting to an upstream (TCP handshake). Over it: 504.
+  uint64_t upstream_connect_timeout_ms = 5'000;
+  // From the end of the request head to the upstream's response head, and
+  // the longest silence inside an upstream response body. Over it: 504 (or
+  // an aborted response once its head was sent).
+  uint64_t upstream_response_timeout_ms = 60'000;
+  // Idle time after which an upgraded (WebSocket) or CONNECT tunnel is
+  // closed. IDE sessions live for hours, quiet most of the time.
+  uint64_t tunnel_idle_timeout_ms = 3'600'000;
+  // Largest request body in bytes; 0 means no limit. Over it: 413.
+  uint64_t request_body_size = 0;
+  // On SIGTERM/SIGINT, how long requests in flight may take to finish.
+  uint64_t shutdown_grace_ms = 30'000;
+  // Queued outbound bytes on one side above which reading the other side
+  // stops (backpressure), and below which it resumes.
+  uint32_t write_high_water = 256 * 1024;
+  uint32_t write_low_water = 64 * 1024;
+};
+
+struct UpstreamPoolLimits {
+  // Idle keep-alive connections kept per upstream address, per worker.
+  uint32_t idle_connections = 32;
+  // How long an idle upstream connection is kept.
+  uint64_t idle_timeout_ms = 60'000;
+};
+
+}  // namespace spacegate

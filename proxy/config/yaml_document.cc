@@ -1,0 +1,104 @@
+#include "config/yaml_document.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace spacegate {
+
+namespace {
+
+nlohmann::json scalarToJson(const YAML::Node& node) {
+  const std::string& text = node.Scalar();
+  if (node.Tag() == "!") return text;  // quoted: always a string
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
+  if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL") {
+    return nullptr;
+  }
+  int64_t integer = 0;
+  auto [end, code] = std::from_chars(text.data(), text.data() + text.size(), integer);
+  if (code == std::errc() && end == text.data() + text.size()) return integer;
+  static const std::regex kFloat(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
+  if (std::regex_match(text, kFloat)) return std::stod(text);
+  return text;
+}
+
+void convert(const YAML::Node& node, const std::string& path, nlohmann::json& out,
+             std::map<std::string, int>& lines) {
+  lines[path] = node.Mark().line + 1;
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined: out = nullptr; break;
+    case YAML::NodeType::Scalar: out = scalarToJson(node); break;
+    case YAML::NodeType::Sequence: {
+      out = nlohmann::json::array();
+      size_t index = 0;
+      for (const YAML::Node& item : node) {
+        nlohmann::json value;
+        convert(item, path + "[" + std::to_string(index++) + "]", value, lines);
+        out.push_back(std::move(value));
+      }
+      break;
+    }
+    case YAML::NodeType::Map: {
+      out = nlohmann::json::object();
+      for (const auto& entry : node) {
+        std::string key = entry.first.as<std::string>();
+        std::string child_path = path.empty() ? key : path + "." + key;
+        if (out.contains(key)) {
+          throw YAML::ParserException(entry.first.Mark(), "duplicate key \"" + key + "\"");
+        }
+        nlohmann::json value;
+        convert(entry.second, child_path, value, lines);
+        lines[child_path] = entry.first.Mark().line + 1;
+        out[key] = std::move(value);
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+int YamlDocument::lineOf(const std::string& path) const {
+  std::string current = path;
+  while (true) {
+    if (auto it = lines.find(current); it != lines.end()) return it->second;
+    if (current.empty()) return 0;
+    size_t cut = current.find_last_of(".[");
+    current = cut == std::string::npos ? std::string() : current.substr(0, cut);
+  }
+}
+
+bool loadYamlText(const std::string& text, YamlDocument& document, std::string& error) {
+  try {
+    YAML::Node node = YAML::Load(text);
+    document.lines.clear();
+    convert(node, "", document.root, document.lines);
+    return true;
+  } catch (const YAML::Exception& exception) {
+    error = std::to_string(exception.mark.line + 1) + ": " + exception.msg;
+    return false;
+  }
+}
+
+bool loadYamlFile(const std::string& file, YamlDocument& document, std::string& error) {
+  std::ifstream stream(file);
+  if (!stream) {
+    error = file + ": cannot read the file";
+    return false;
+  }
+  std::stringstream contents;
+  contents << stream.rdbuf();
+  if (!loadYamlText(contents.str(), document, error)) {
+    error = file + ":" + error;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace spacegate

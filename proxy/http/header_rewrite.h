@@ -1,0 +1,60 @@
+// Header rewriting between the client and the upstream, written once for
+// every codec: hop-by-hop fields removed (RFC 9110 section 7.6.1), the
+// X-Forwarded-* fields and X-Request-Id set, the framing fields regenerated
+// by the gateway itself. Unchanged field lines are written as views into the
+// buffer they arrived in; only what changes is generated.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "http/message.h"
+#include "net/write_queue.h"
+
+namespace spacegate {
+
+struct UpstreamRequestContext {
+  std::string_view client_ip;
+  std::string_view scheme = "http";  // what X-Forwarded-Proto says
+  std::string_view request_id;       // from requestIdToForward()
+  // The path to send upstream; empty means the request's own path unchanged.
+  std::string_view rewritten_path;
+  // The body is sent chunked (the request arrived chunked).
+  bool chunked_body = false;
+};
+
+// Writes the request line and header block to send upstream (HTTP/1.1).
+void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestContext& context,
+                              OutboundWrite& out);
+
+struct ClientResponseContext {
+  // The gateway re-frames the body with chunked coding (upstream chunked or
+  // read-until-close, client speaks HTTP/1.1).
+  bool chunked_body = false;
+  // The gateway closes the client connection after this response.
+  bool close_connection = false;
+  // The client spoke HTTP/1.0 and asked for keep-alive, which is granted.
+  bool http10_keep_alive = false;
+};
+
+// Writes the status line and header block to send to the client.
+void writeClientResponseHead(const ResponseHead& response, const ClientResponseContext& context,
+                             OutboundWrite& out);
+
+// The X-Request-Id to forward: the client's, when it is a sane token (1..128
+// bytes of [A-Za-z0-9._:+/=-]); otherwise empty (the caller makes one).
+std::string_view acceptableRequestId(const RequestHead& request);
+
+// Appends a short plain-text error response ("404 Not Found", a one-line
+// reason) and whether the connection closes after it.
+void writeErrorResponse(int status, std::string_view detail, bool close_connection,
+                        std::string_view request_id, OutboundWrite& out);
+
+// Reason phrase for a status code ("Not Found"), or "" if unknown.
+std::string_view statusReason(int status);
+
+// Chunked framing for one body piece: "size-in-hex\r\n".
+void appendChunkSizeLine(OutboundWrite& out, size_t size);
+
+}  // namespace spacegate

@@ -1,0 +1,24 @@
+#include "http/message.h"
+
+namespace spacegate {
+
+bool equalsIgnoringCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]);
+    unsigned char y = static_cast<unsigned char>(b[i]);
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (y >= 'A' && y <= 'Z') y += 32;
+    if (x != y) return false;
+  }
+  return true;
+}
+
+const HeaderField* findHeader(const HeaderList& headers, std::string_view name) {
+  for (const HeaderField& field : headers) {
+    if (equalsIgnoringCase(field.name, name)) return &field;
+  }
+  return nullptr;
+}
+
+}  // namespace spacegate

@@ -1,0 +1,91 @@
+#include "http1/header_block_prescan.h"
+
+#include <cstring>
+
+namespace spacegate {
+
+namespace {
+// Empty lines before a request line are ignored (RFC 9112 section 2.2); allow
+// a few, not an unbounded stream of them.
+constexpr size_t kMaxLeadingEmptyLines = 4;
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+}  // namespace
+
+HeaderBlockPrescan::Result HeaderBlockPrescan::checkStartLine(const char* line, size_t length) {
+  if (kind_ == Kind::kResponse) {
+    // HTTP/x.y SP 3DIGIT ...
+    if (length < 12 || std::memcmp(line, "HTTP/", 5) != 0 || !isDigit(line[5]) ||
+        line[6] != '.' || !isDigit(line[7]) || line[8] != ' ') {
+      return fail(Result::kMalformed, "malformed status line");
+    }
+    return Result::kIncomplete;
+  }
+  // method SP request-target SP HTTP/x.y : a line without the version is
+  // HTTP/0.9, which the gateway never speaks.
+  if (length < 14 || std::memcmp(line + length - 9, " HTTP/", 6) != 0 ||
+      !isDigit(line[length - 3]) || line[length - 2] != '.' || !isDigit(line[length - 1])) {
+    return fail(Result::kMalformed, "request line without HTTP version (HTTP/0.9)");
+  }
+  return Result::kIncomplete;
+}
+
+HeaderBlockPrescan::Result HeaderBlockPrescan::scan(const char* data, size_t size) {
+  if (failed_ != Result::kIncomplete) return failed_;
+  size_t leading_empty_lines = head_begin_ / 2;
+  while (position_ < size) {
+    char c = data[position_];
+    if (c == '\0') return fail(Result::kMalformed, "NUL byte in header block");
+    if (c == '\n') return fail(Result::kMalformed, "bare LF in header block");
+    if (c != '\r') {
+      if (c == ':') line_has_colon_ = true;
+      if (position_ == line_begin_ && (c == ' ' || c == '\t')) {
+        if (seen_start_line_) return fail(Result::kMalformed, "obs-fold in header field");
+        return fail(Result::kMalformed, "whitespace before start line");
+      }
+      in_leading_empty_lines_ = false;
+      ++position_;
+      if (position_ - head_begin_ > max_size_) {
+        return fail(Result::kTooLarge, "header block too large");
+      }
+      continue;
+    }
+    // CR: must be followed by LF.
+    if (position_ + 1 >= size) break;  // wait for the next byte
+    if (data[position_ + 1] != '\n') return fail(Result::kMalformed, "bare CR in header block");
+    size_t line_length = position_ - line_begin_;
+    size_t next_line = position_ + 2;
+    if (line_length == 0) {
+      if (in_leading_empty_lines_ && !seen_start_line_ && kind_ != Kind::kTrailers) {
+        if (++leading_empty_lines > kMaxLeadingEmptyLines) {
+          return fail(Result::kMalformed, "too many empty lines before request");
+        }
+        head_begin_ = line_begin_ = position_ = next_line;
+        continue;
+      }
+      position_ = next_line;
+      if (position_ - head_begin_ > max_size_) {
+        return fail(Result::kTooLarge, "header block too large");
+      }
+      return Result::kComplete;
+    }
+    if (!seen_start_line_ && kind_ != Kind::kTrailers) {
+      seen_start_line_ = true;
+      if (Result result = checkStartLine(data + line_begin_, line_length);
+          result != Result::kIncomplete) {
+        return result;
+      }
+    } else {
+      if (!line_has_colon_) return fail(Result::kMalformed, "header line without ':'");
+      if (++fields_ > max_fields_) return fail(Result::kTooManyFields, "too many header fields");
+    }
+    line_has_colon_ = false;
+    position_ = line_begin_ = next_line;
+    if (position_ - head_begin_ > max_size_) {
+      return fail(Result::kTooLarge, "header block too large");
+    }
+  }
+  return Result::kIncomplete;
+}
+
+}  // namespace spacegate

@@ -1,0 +1,70 @@
+// spacegate: the Spacegate gateway. A thin main over the gateway library.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "common/log.h"
+#include "config/gateway_config.h"
+#include "server/gateway.h"
+
+int main(int argc, char** argv) {
+  using namespace spacegate;
+  CLI::App app{"spacegate: the Spacegate gateway (HTTP/1.1 reverse proxy for Gitspaces)"};
+  std::string config_file;
+  std::vector<std::string> listen;
+  unsigned workers = 0;
+  std::string access_log;
+  std::string log_level;
+  bool check_only = false;
+  app.add_option("--config", config_file, "YAML (or JSON) config file")->check(CLI::ExistingFile);
+  app.add_option("--listen", listen, "address to listen on, e.g. 127.0.0.1:8080 (repeatable)");
+  app.add_option("--workers", workers, "event loops (default: one per core)");
+  app.add_option("--access-log", access_log, "access log: a file, \"stdout\" or \"off\"");
+  app.add_option("--log-level", log_level, "debug, info, warning or error");
+  app.add_flag("--check", check_only, "validate the configuration and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  GatewayConfig config;
+  std::string message;
+  if (!config_file.empty() && !loadGatewayConfigFile(config_file, config, message)) {
+    std::fprintf(stderr, "spacegate: %s\n", message.c_str());
+    return 2;
+  }
+  // Flags override the file.
+  if (!listen.empty()) {
+    config.listeners.clear();
+    for (const std::string& text : listen) {
+      SocketAddress address;
+      std::string reason;
+      if (!parseSocketAddress(text, address, reason, false, false)) {
+        std::fprintf(stderr, "spacegate: --listen %s: %s\n", text.c_str(), reason.c_str());
+        return 2;
+      }
+      config.listeners.push_back(address);
+    }
+  }
+  if (workers) config.workers = workers;
+  if (!access_log.empty()) config.access_log = access_log;
+  if (!log_level.empty()) config.log_level = log_level;
+  if (config.listeners.empty()) {
+    SocketAddress address;
+    std::string reason;
+    parseSocketAddress("127.0.0.1:8080", address, reason, false, false);
+    config.listeners.push_back(address);
+  }
+  LogLevel level;
+  if (!Log::parseLevel(config.log_level, level)) {
+    std::fprintf(stderr, "spacegate: --log-level: must be debug, info, warning or error\n");
+    return 2;
+  }
+  Log::setLevel(level);
+  if (check_only) {
+    std::printf("spacegate: configuration OK (%zu routes)\n", config.routes.size());
+    return 0;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  Gateway gateway(std::move(config), config_file);
+  return gateway.run();
+}

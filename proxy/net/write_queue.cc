@@ -1,0 +1,118 @@
+#include "net/write_queue.h"
+
+namespace spacegate {
+
+void OutboundWrite::appendView(const char* data, size_t size) {
+  if (size == 0) return;
+  if (!segments_.empty()) {
+    Segment& last = segments_.back();
+    // Adjacent views (consecutive header lines kept as received) coalesce
+    // into one iovec.
+    if (last.data && last.data + last.size == data) {
+      last.size += size;
+      bytes_ += size;
+      return;
+    }
+  }
+  segments_.push_back(Segment{data, 0, size});
+  bytes_ += size;
+}
+
+void OutboundWrite::appendGenerated(std::string_view text) {
+  if (text.empty()) return;
+  if (!segments_.empty() && !segments_.back().data &&
+      segments_.back().offset + segments_.back().size == generated_.size()) {
+    segments_.back().size += text.size();
+  } else {
+    segments_.push_back(Segment{nullptr, generated_.size(), text.size()});
+  }
+  generated_.append(text);
+  bytes_ += text.size();
+}
+
+void OutboundWrite::hold(const SlabRef& slab) {
+  if (!slab) return;
+  for (const SlabRef& held : holds_) {
+    if (held.get() == slab.get()) return;
+  }
+  holds_.push_back(slab);
+}
+
+void OutboundWrite::clear() {
+  segments_.clear();
+  buffers_.clear();
+  holds_.clear();
+  generated_.clear();
+  bytes_ = 0;
+  queue_ = nullptr;
+}
+
+WriteRecordPool::~WriteRecordPool() {
+  for (OutboundWrite* write : free_) delete write;
+}
+
+OutboundWrite* WriteRecordPool::acquire() {
+  if (free_.empty()) return new OutboundWrite();
+  OutboundWrite* write = free_.back();
+  free_.pop_back();
+  return write;
+}
+
+void WriteRecordPool::release(OutboundWrite* write) {
+  write->clear();
+  // Records that grew large (a big generated part) are not kept.
+  if (free_.size() >= 1024 || write->generated_.capacity() > 64 * 1024) {
+    delete write;
+    return;
+  }
+  free_.push_back(write);
+}
+
+OutboundWrite& WriteQueue::prepare() {
+  if (!prepared_) prepared_ = pool_.acquire();
+  return *prepared_;
+}
+
+void WriteQueue::discard() {
+  if (prepared_) pool_.release(prepared_);
+  prepared_ = nullptr;
+}
+
+int WriteQueue::submit() {
+  OutboundWrite* write = prepared_;
+  prepared_ = nullptr;
+  if (!write) return 0;
+  if (write->empty()) {
+    pool_.release(write);
+    return 0;
+  }
+  write->buffers_.reserve(write->segments_.size());
+  for (const OutboundWrite::Segment& segment : write->segments_) {
+    const char* base = segment.data ? segment.data : write->generated_.data() + segment.offset;
+    write->buffers_.push_back(uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(segment.size)));
+  }
+  write->queue_ = this;
+  write->request_.data = write;
+  size_t bytes = write->bytes_;
+  int result = uv_write(&write->request_, stream_, write->buffers_.data(),
+                        static_cast<unsigned>(write->buffers_.size()), &WriteQueue::onWritten);
+  if (result != 0) {
+    pool_.release(write);
+    return result;
+  }
+  queued_bytes_ += bytes;
+  ++pending_writes_;
+  return 0;
+}
+
+void WriteQueue::onWritten(uv_write_t* request, int status) {
+  auto* write = static_cast<OutboundWrite*>(request->data);
+  WriteQueue* queue = write->queue_;
+  queue->queued_bytes_ -= write->bytes_;
+  --queue->pending_writes_;
+  if (status == 0) queue->total_written_ += write->bytes_;
+  queue->pool_.release(write);
+  queue->listener_.onWriteDone(*queue, status);
+}
+
+}  // namespace spacegate

@@ -1,0 +1,204 @@
+#include "route/route_json.h"
+
+#include <set>
+#include <unordered_set>
+
+#include "route/route_table.h"
+
+namespace spacegate {
+
+namespace {
+
+bool fail(ValidationError& error, std::string field, std::string message) {
+  error.field = std::move(field);
+  error.message = std::move(message);
+  return false;
+}
+
+bool readString(const nlohmann::json& object, const char* key, const std::string& path,
+                std::string& out, ValidationError& error, bool required) {
+  auto it = object.find(key);
+  if (it == object.end()) {
+    if (required) return fail(error, path + "." + key, "is required");
+    return true;
+  }
+  if (!it->is_string()) return fail(error, path + "." + key, "must be a string");
+  out = it->get<std::string>();
+  return true;
+}
+
+bool readBool(const nlohmann::json& object, const char* key, const std::string& path, bool& out,
+              ValidationError& error) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_boolean()) return fail(error, path + "." + key, "must be true or false");
+  out = it->get<bool>();
+  return true;
+}
+
+bool isValidRouteHost(const std::string& host) {
+  std::string_view name = host;
+  if (name.starts_with("*.")) name.remove_prefix(2);
+  if (!isValidHostname(name)) return false;
+  for (char c : name) {
+    if (c >= 'A' && c <= 'Z') return false;
+  }
+  return true;
+}
+
+bool isValidPathPrefix(const std::string& prefix) {
+  if (prefix.empty() || prefix.front() != '/' || prefix.size() > 1024) return false;
+  for (unsigned char c : prefix) {
+    // Visible ASCII, no query or fragment.
+    if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#') return false;
+  }
+  return true;
+}
+
+bool isValidIdentifier(const std::string& text) {
+  if (text.empty() || text.size() > 128) return false;
+  for (char c : text) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == '@';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+const std::set<std::string>& knownRouteKeys() {
+  static const std::set<std::string> keys = {
+      "id",           "host",         "path_prefix", "strip_prefix", "upstream", "protocol",
+      "upstream_tls", "tunnel_ports", "gitspace",    "owner",        "access"};
+  return keys;
+}
+
+}  // namespace
+
+bool isValidRouteId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool parseRoute(const nlohmann::json& object, const std::string& path, Route& route,
+                ValidationError& error) {
+  if (!object.is_object()) return fail(error, path, "must be an object");
+  for (const auto& [key, value] : object.items()) {
+    if (!knownRouteKeys().count(key)) return fail(error, path + "." + key, "unknown field");
+  }
+  route = Route{};
+  if (!readString(object, "id", path, route.id, error, true)) return false;
+  if (!isValidRouteId(route.id)) {
+    return fail(error, path + ".id", "must be 1..128 characters of [a-z0-9._-]");
+  }
+  if (!readString(object, "host", path, route.host, error, true)) return false;
+  if (!isValidRouteHost(route.host)) {
+    return fail(error, path + ".host",
+                "must be a lower-case host name, or *.domain for a wildcard");
+  }
+  route.path_prefix = "/";
+  if (!readString(object, "path_prefix", path, route.path_prefix, error, false)) return false;
+  if (!isValidPathPrefix(route.path_prefix)) {
+    return fail(error, path + ".path_prefix",
+                "must start with '/' and hold visible ASCII without '?' or '#'");
+  }
+  if (!readBool(object, "strip_prefix", path, route.strip_prefix, error)) return false;
+  if (!readString(object, "upstream", path, route.upstream_text, error, true)) return false;
+  std::string reason;
+  if (!parseSocketAddress(route.upstream_text, route.upstream, reason)) {
+    return fail(error, path + ".upstream", reason);
+  }
+  std::string protocol = "http1";
+  if (!readString(object, "protocol", path, protocol, error, false)) return false;
+  if (protocol == "http1") {
+    route.protocol = UpstreamProtocol::kHttp1;
+  } else if (protocol == "h2c") {
+    route.protocol = UpstreamProtocol::kH2c;
+  } else {
+    return fail(error, path + ".protocol", "must be \"http1\" or \"h2c\"");
+  }
+  if (!readBool(object, "upstream_tls", path, route.upstream_tls, error)) return false;
+  if (auto ports = object.find("tunnel_ports"); ports != object.end()) {
+    if (!ports->is_array()) return fail(error, path + ".tunnel_ports", "must be a list of ports");
+    for (size_t i = 0; i < ports->size(); ++i) {
+      const auto& port = (*ports)[i];
+      if (!port.is_number_integer() || port.get<int64_t>() < 1 || port.get<int64_t>() > 65535) {
+        return fail(error, path + ".tunnel_ports[" + std::to_string(i) + "]",
+                    "must be a port from 1 to 65535");
+      }
+      route.tunnel_ports.push_back(static_cast<uint16_t>(port.get<int64_t>()));
+    }
+  }
+  if (!readString(object, "gitspace", path, route.gitspace, error, false)) return false;
+  if (!route.gitspace.empty() && !isValidIdentifier(route.gitspace)) {
+    return fail(error, path + ".gitspace", "must be 1..128 characters of [A-Za-z0-9._@-]");
+  }
+  if (!readString(object, "owner", path, route.owner, error, false)) return false;
+  if (!route.owner.empty() && !isValidIdentifier(route.owner)) {
+    return fail(error, path + ".owner", "must be 1..128 characters of [A-Za-z0-9._@-]");
+  }
+  // Without an access field a route is public only if it names no Gitspace:
+  // a Gitspace's route is closed unless said otherwise.
+  std::string access = route.gitspace.empty() ? "public" : "owner";
+  if (!readString(object, "access", path, access, error, false)) return false;
+  if (access == "owner") {
+    route.access = RouteAccess::kOwner;
+    if (route.gitspace.empty() || route.owner.empty()) {
+      return fail(error, path + ".access", "\"owner\" needs both gitspace and owner");
+    }
+  } else if (access == "authenticated") {
+    route.access = RouteAccess::kAuthenticated;
+  } else if (access == "public") {
+    route.access = RouteAccess::kPublic;
+  } else if (access == "agent") {
+    route.access = RouteAccess::kAgent;
+    if (route.gitspace.empty()) return fail(error, path + ".access", "\"agent\" needs gitspace");
+  } else {
+    return fail(error, path + ".access",
+                "must be one of \"owner\", \"authenticated\", \"public\", \"agent\"");
+  }
+  return true;
+}
+
+bool parseRouteList(const nlohmann::json& array, const std::string& path,
+                    std::vector<Route>& routes, ValidationError& error) {
+  if (!array.is_array()) return fail(error, path, "must be a list of route objects");
+  routes.clear();
+  routes.reserve(array.size());
+  std::unordered_set<std::string> ids;
+  std::unordered_set<std::string> host_prefixes;
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string item_path = path + "[" + std::to_string(i) + "]";
+    Route route;
+    if (!parseRoute(array[i], item_path, route, error)) return false;
+    if (!ids.insert(route.id).second) {
+      return fail(error, item_path + ".id", "duplicate route id \"" + route.id + "\"");
+    }
+    if (!host_prefixes.insert(route.host + " " + route.path_prefix).second) {
+      return fail(error, item_path + ".path_prefix",
+                  "another route already has host \"" + route.host + "\" and this path_prefix");
+    }
+    routes.push_back(std::move(route));
+  }
+  return true;
+}
+
+nlohmann::json routeToJson(const Route& route) {
+  nlohmann::json object = {{"id", route.id},
+                           {"host", route.host},
+                           {"path_prefix", route.path_prefix},
+                           {"strip_prefix", route.strip_prefix},
+                           {"upstream", route.upstream_text},
+                           {"protocol", upstreamProtocolName(route.protocol)},
+                           {"upstream_tls", route.upstream_tls},
+                           {"access", routeAccessName(route.access)}};
+  if (!route.tunnel_ports.empty()) object["tunnel_ports"] = route.tunnel_ports;
+  if (!route.gitspace.empty()) object["gitspace"] = route.gitspace;
+  if (!route.owner.empty()) object["owner"] = route.owner;
+  return object;
+}
+
+}  // namespace spacegate

@@ -1,0 +1,731 @@
+#include "server/client_connection.h"
+
+#include <cstring>
+
+#include "common/log.h"
+#include "http/header_rewrite.h"
+#include "net/socket_address.h"
+#include "server/worker.h"
+
+namespace spacegate {
+
+namespace {
+
+// After the last response of a connection the gateway shuts its write side
+// and reads (discarding) for at most this long, so that unread request bytes
+// do not turn the close into a reset that destroys the response in flight.
+constexpr uint64_t kLingerTimeoutMs = 2'000;
+
+bool isIdempotent(uint8_t method) {
+  switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: return true;
+    default: return false;
+  }
+}
+
+double secondsBetween(uint64_t from_ns, uint64_t to_ns) {
+  return from_ns && to_ns >= from_ns ? static_cast<double>(to_ns - from_ns) / 1e9 : -1;
+}
+
+void appendTrailers(OutboundWrite& out,
+                    const std::vector<std::pair<std::string, std::string>>& trailers) {
+  for (const auto& [name, value] : trailers) {
+    out.appendGenerated(name);
+    out.appendGenerated(": ");
+    out.appendGenerated(value);
+    out.appendGenerated("\r\n");
+  }
+}
+
+}  // namespace
+
+ClientConnection::ClientConnection(Worker& worker)
+    : worker_(worker),
+      limits_(worker.limits()),
+      inbound_(worker.buffers()),
+      writes_(worker.writes(), *this),
+      parser_(Http1MessageParser::Type::kRequest, worker.limits()) {
+  uv_tcp_init(worker_.loop(), &socket_);
+  socket_.data = this;
+  uv_timer_init(worker_.loop(), &timer_);
+  timer_.data = this;
+  open_handles_ = 2;
+  writes_.attach(stream());
+  worker_.addConnection(this);
+}
+
+bool ClientConnection::accept(uv_stream_t* server) {
+  if (uv_accept(server, stream()) != 0) {
+    close();
+    return false;
+  }
+  uv_tcp_nodelay(&socket_, 1);
+  sockaddr_storage peer{};
+  int length = sizeof peer;
+  if (uv_tcp_getpeername(&socket_, reinterpret_cast<sockaddr*>(&peer), &length) == 0) {
+    client_ip_ = formatIp(reinterpret_cast<sockaddr*>(&peer));
+  }
+  state_ = State::kReadingHead;
+  idle_keepalive_ = false;
+  armTimer(limits_.header_read_timeout_ms);
+  setReading(true);
+  return true;
+}
+
+void ClientConnection::armTimer(uint64_t milliseconds) {
+  uv_timer_start(&timer_, &ClientConnection::onTimer, milliseconds, 0);
+}
+
+void ClientConnection::setReading(bool reading) {
+  if (state_ == State::kClosed || reading == reading_) return;
+  reading_ = reading;
+  if (reading) {
+    uv_read_start(stream(), &ClientConnection::onAllocate, &ClientConnection::onRead);
+  } else {
+    uv_read_stop(stream());
+  }
+}
+
+// Reads the client exactly when something can be done with its bytes.
+void ClientConnection::updateReading() {
+  switch (state_) {
+    case State::kReadingHead:
+    case State::kLingering: setReading(true); break;
+    case State::kConnecting: setReading(false); break;
+    case State::kForwarding:
+      setReading(!request_complete_ && !request_body_error_ && upstream_ &&
+                 upstream_->queuedBytes() < limits_.write_high_water);
+      break;
+    case State::kTunnel:
+      setReading(!client_eof_ && upstream_ && upstream_->queuedBytes() < limits_.write_high_water);
+      break;
+    case State::kClosed: break;
+  }
+}
+
+void ClientConnection::onAllocate(uv_handle_t* handle, size_t, uv_buf_t* buffer) {
+  auto* self = static_cast<ClientConnection*>(handle->data);
+  if (self->state_ == State::kLingering) {
+    *buffer = uv_buf_init(self->worker_.scratch(), 4096);
+    return;
+  }
+  *buffer = self->inbound_.prepareRead();
+}
+
+void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+  auto* self = static_cast<ClientConnection*>(stream->data);
+  if (nread == 0) return;
+  if (self->state_ == State::kLingering) {
+    if (nread < 0) self->close();
+    return;
+  }
+  if (nread < 0) {
+    switch (self->state_) {
+      case State::kReadingHead:
+        // The client went away between requests (or mid-head): nothing to answer.
+        self->close();
+        return;
+      case State::kTunnel:
+        if (nread != UV_EOF) {
+          self->abort("client reset the tunnel");
+          return;
+        }
+        self->client_eof_ = true;
+        self->setReading(false);
+        if (self->upstream_) self->upstream_->shutdownWrite();
+        self->tunnelEndedOneWay();
+        return;
+      default:
+        if (!self->request_complete_) {
+          self->status_ = self->response_started_ ? self->status_ : 499;
+          self->abort("client closed before sending the whole request");
+          return;
+        }
+        // Half-close after a complete request: answer, then close.
+        self->setReading(false);
+        self->close_after_response_ = true;
+        return;
+    }
+  }
+  self->inbound_.commit(static_cast<size_t>(nread));
+  if (self->state_ == State::kTunnel) {
+    BufferSlice slice = self->inbound_.slice(self->inbound_.data(), self->inbound_.size());
+    self->inbound_.consume(self->inbound_.size());
+    // An idle tunnel holds no buffer: the slab lives on only in the write.
+    self->inbound_.releaseIfEmpty();
+    self->bytes_in_ += slice.size;
+    self->last_tunnel_activity_ms_ = uv_now(self->worker_.loop());
+    OutboundWrite& write = self->upstream_->prepareWrite();
+    write.appendSlice(slice);
+    self->upstream_->submitWrite();
+    self->updateReading();
+    return;
+  }
+  if (self->state_ == State::kReadingHead && self->idle_keepalive_) {
+    // The first byte of the next request: the header deadline starts now.
+    self->idle_keepalive_ = false;
+    self->armTimer(self->limits_.header_read_timeout_ms);
+  }
+  if (self->state_ == State::kForwarding && !self->request_complete_) {
+    self->armTimer(self->limits_.client_body_timeout_ms);
+  }
+  self->processInput();
+}
+
+void ClientConnection::processInput() {
+  while (state_ == State::kReadingHead || state_ == State::kForwarding) {
+    if (inbound_.empty()) return;
+    if (state_ == State::kReadingHead) {
+      auto status = parser_.parseHead(inbound_.data(), inbound_.size(), request_);
+      if (status == Http1MessageParser::HeadStatus::kIncomplete) {
+        if (inbound_.full()) respondLocally(431, "request header block too large", true);
+        return;
+      }
+      exchange_start_ns_ = uv_hrtime();
+      if (status == Http1MessageParser::HeadStatus::kError) {
+        error_ = parser_.errorReason();
+        respondLocally(parser_.errorStatus(), parser_.errorReason(), true);
+        return;
+      }
+      request_.storage = inbound_.slab();
+      bytes_in_ = parser_.headConsumed();
+      inbound_.consume(parser_.headConsumed());
+      beginExchange();
+      continue;
+    }
+    // kForwarding: request body bytes.
+    if (request_complete_ || request_body_error_ || !upstream_) return;
+    auto result = parser_.parseBody(inbound_.data(), inbound_.size(), *this);
+    if (request_body_error_) return;  // answered (413) inside onBodyData
+    if (result.error) {
+      request_body_error_ = true;
+      if (upstream_) upstream_->prepareWrite();  // nothing more goes up
+      if (!response_started_) {
+        UpstreamConnection* upstream = upstream_;
+        upstream_ = nullptr;
+        upstream->close();
+        error_ = "malformed request body";
+        respondLocally(400, "malformed request body", true);
+      } else {
+        abort("malformed request body");
+      }
+      return;
+    }
+    inbound_.consume(result.consumed);
+    bytes_in_ += result.consumed;
+    if (upstream_) upstream_->submitWrite();
+    if (result.complete) {
+      requestComplete();
+      return;
+    }
+    updateReading();
+    return;
+  }
+}
+
+void ClientConnection::beginExchange() {
+  routes_ = worker_.routes();
+  route_ = routes_->match(request_.host, request_.path);
+  std::string_view client_request_id = acceptableRequestId(request_);
+  request_id_ = client_request_id.empty() ? worker_.newRequestId() : std::string(client_request_id);
+  if (worker_.shuttingDown()) close_after_response_ = true;
+  if (!request_.keep_alive) close_after_response_ = true;
+  if (request_.is_connect) {
+    error_ = "CONNECT not allowed";
+    respondLocally(405, "CONNECT is not supported on this listener", true);
+    return;
+  }
+  if (!route_) {
+    error_ = "no route";
+    respondLocally(404, "no route for this host and path", false);
+    return;
+  }
+  if (route_->access != RouteAccess::kPublic) {
+    // Fail closed: this gateway build does not verify access tokens, so only
+    // public routes are served.
+    error_ = "access token required";
+    respondLocally(401, "this route needs an access token", false);
+    return;
+  }
+  if (route_->strip_prefix) {
+    rewritten_path_ = RouteTable::stripPrefix(route_->path_prefix, request_.path);
+  } else {
+    rewritten_path_.clear();
+  }
+  uv_timer_stop(&timer_);
+  state_ = State::kConnecting;
+  updateReading();
+  upstream_start_ns_ = uv_hrtime();
+  worker_.upstreams().acquire(route_->upstream, this);
+}
+
+void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
+  upstream_ = &connection;
+  state_ = State::kForwarding;
+  connection.startExchange(request_.method);
+  UpstreamRequestContext context;
+  context.client_ip = client_ip_;
+  context.request_id = request_id_;
+  context.rewritten_path = rewritten_path_;
+  context.chunked_body = request_.framing == BodyFraming::kChunked;
+  writeUpstreamRequestHead(request_, context, connection.prepareWrite());
+  if (request_.framing == BodyFraming::kNone) {
+    connection.submitWrite();
+    if (upstream_ == &connection) requestComplete();
+    return;
+  }
+  // The head goes out together with the first body bytes already buffered.
+  armTimer(limits_.client_body_timeout_ms);
+  processInput();
+  if (upstream_ == &connection) {
+    connection.submitWrite();
+    updateReading();
+  }
+}
+
+void ClientConnection::onBodyData(const char* data, size_t size) {
+  request_body_bytes_ += size;
+  if (limits_.request_body_size != 0 && request_body_bytes_ > limits_.request_body_size) {
+    request_body_error_ = true;
+    if (!response_started_) {
+      UpstreamConnection* upstream = upstream_;
+      upstream_ = nullptr;
+      if (upstream) upstream->close();
+      error_ = "request body too large";
+      respondLocally(413, "request body too large", true);
+    } else {
+      abort("request body too large");
+    }
+    return;
+  }
+  if (!upstream_) return;
+  OutboundWrite& write = upstream_->prepareWrite();
+  bool chunked = request_.framing == BodyFraming::kChunked;
+  if (chunked) appendChunkSizeLine(write, size);
+  write.appendSlice(inbound_.slice(data, size));
+  if (chunked) write.appendGenerated("\r\n");
+}
+
+void ClientConnection::onMessageComplete(
+    const std::vector<std::pair<std::string, std::string>>& trailers) {
+  if (!upstream_ || request_.framing != BodyFraming::kChunked) return;
+  OutboundWrite& write = upstream_->prepareWrite();
+  write.appendGenerated("0\r\n");
+  appendTrailers(write, trailers);
+  write.appendGenerated("\r\n");
+}
+
+void ClientConnection::requestComplete() {
+  request_complete_ = true;
+  if (state_ == State::kForwarding) uv_timer_stop(&timer_);
+  updateReading();
+  if (upstream_) upstream_->requestFullySent();
+}
+
+void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
+                                        bool response_byte_seen) {
+  upstream_ = nullptr;
+  if (state_ == State::kTunnel) {
+    abort("upstream failed in tunnel");
+    return;
+  }
+  if (!response_started_) {
+    // A reused keep-alive connection the upstream closed just as the request
+    // went out: safe to try once more on a new connection when the request
+    // is idempotent and has no body to resend.
+    if (error == UpstreamError::kClosedEarly && !response_byte_seen && connection.reused() &&
+        !retried_ && isIdempotent(request_.method) && request_.framing == BodyFraming::kNone) {
+      retried_ = true;
+      state_ = State::kConnecting;
+      worker_.upstreams().acquire(route_->upstream, this, /*fresh=*/true);
+      return;
+    }
+    error_ = upstreamErrorName(error);
+    bool timeout = error == UpstreamError::kConnectTimeout || error == UpstreamError::kResponseTimeout;
+    const char* detail = error == UpstreamError::kConnectTimeout ? "upstream connect timed out"
+                         : error == UpstreamError::kResponseTimeout ? "upstream did not answer in time"
+                         : error == UpstreamError::kInvalidResponse ? "upstream sent an invalid response"
+                         : error == UpstreamError::kConnectFailed ? "upstream unreachable"
+                                                                   : "upstream closed the connection";
+    respondLocally(timeout ? 504 : 502, detail, !request_complete_);
+    return;
+  }
+  error_ = upstreamErrorName(error);
+  abort("upstream failed during the response");
+}
+
+void ClientConnection::onUpstreamResponseHead(ResponseHead& head) {
+  if (upstream_head_ns_ == 0) upstream_head_ns_ = uv_hrtime();
+  bool client_http10 = request_.version_major == 1 && request_.version_minor == 0;
+  if (head.status >= 100 && head.status < 200 && head.status != 101) {
+    // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they are.
+    if (!client_http10) {
+      OutboundWrite& write = writes_.prepare();
+      write.hold(head.storage);
+      write.appendView(head.raw_first_line);
+      for (const HeaderField& field : head.headers) write.appendView(field.raw_line);
+      write.appendGenerated("\r\n");
+      submitClientWrite();
+    }
+    return;
+  }
+  if (head.status == 101) {
+    if (!request_.upgrade) {
+      UpstreamConnection* upstream = upstream_;
+      upstream_ = nullptr;
+      upstream->close();
+      error_ = "101 without an upgrade request";
+      respondLocally(502, "upstream switched protocols unasked", true);
+      return;
+    }
+    enterTunnel(head);
+    return;
+  }
+  response_started_ = true;
+  status_ = head.status;
+  upstream_keep_alive_ = head.keep_alive;
+  bool unknown_length =
+      head.framing == BodyFraming::kChunked || head.framing == BodyFraming::kUntilClose;
+  response_chunked_ = unknown_length && !client_http10;
+  if (!request_complete_ || (client_http10 && unknown_length) || request_.upgrade) {
+    // The rest of an unread request body cannot be skipped safely; an
+    // HTTP/1.0 client learns the end of an unknown-length body from the close;
+    // a refused upgrade leaves the connection's protocol in doubt.
+    close_after_response_ = true;
+  }
+  ClientResponseContext context;
+  context.chunked_body = response_chunked_;
+  context.close_connection = close_after_response_;
+  context.http10_keep_alive = client_http10 && !close_after_response_;
+  writeClientResponseHead(head, context, writes_.prepare());
+  submitClientWrite();
+}
+
+void ClientConnection::onUpstreamResponseBody(BufferSlice slice) {
+  OutboundWrite& write = writes_.prepare();
+  if (response_chunked_) appendChunkSizeLine(write, slice.size);
+  write.appendSlice(slice);
+  if (response_chunked_) write.appendGenerated("\r\n");
+  submitClientWrite();
+  if (state_ == State::kClosed) return;
+  if (writes_.queuedBytes() > limits_.write_high_water && upstream_ && !upstream_paused_) {
+    upstream_paused_ = true;
+    upstream_->pauseReading();
+    armTimer(limits_.client_body_timeout_ms);
+  }
+}
+
+void ClientConnection::onUpstreamResponseComplete(
+    const std::vector<std::pair<std::string, std::string>>& trailers) {
+  if (response_chunked_) {
+    OutboundWrite& write = writes_.prepare();
+    write.appendGenerated("0\r\n");
+    appendTrailers(write, trailers);
+    write.appendGenerated("\r\n");
+    submitClientWrite();
+    if (state_ == State::kClosed) return;
+  }
+  UpstreamConnection* upstream = upstream_;
+  upstream_ = nullptr;
+  upstream_paused_ = false;
+  if (upstream) {
+    bool reusable = request_complete_ && !request_body_error_;
+    // keep_alive is false for close-delimited bodies and "Connection: close".
+    worker_.upstreams().release(upstream, reusable && upstream_keep_alive_);
+  }
+  finishExchange();
+}
+
+void ClientConnection::onUpstreamDrained() {
+  if (state_ == State::kForwarding || state_ == State::kTunnel) updateReading();
+}
+
+void ClientConnection::submitClientWrite() {
+  size_t bytes = writes_.prepare().size();
+  int result = writes_.submit();
+  if (result != 0) {
+    abort("write to client failed");
+    return;
+  }
+  bytes_out_ += bytes;
+}
+
+void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
+  if (state_ == State::kClosed) return;
+  if (status != 0) {
+    if (state_ != State::kLingering) abort("write to client failed");
+    else close();
+    return;
+  }
+  if (upstream_paused_ && upstream_ && queue.queuedBytes() <= limits_.write_low_water) {
+    upstream_paused_ = false;
+    upstream_->resumeReading();
+    if (state_ == State::kForwarding) {
+      if (request_complete_) uv_timer_stop(&timer_);
+    }
+  } else if (upstream_paused_) {
+    // Progress: the client is taking bytes, if slowly.
+    armTimer(limits_.client_body_timeout_ms);
+  }
+  if (close_after_flush_ && queue.pendingWrites() == 0) startLingering();
+}
+
+void ClientConnection::respondLocally(int status, std::string_view detail, bool close_after) {
+  status_ = status;
+  response_started_ = true;
+  if (close_after || request_.framing != BodyFraming::kNone) close_after_response_ = true;
+  // A local answer before the request body was read leaves that body on the
+  // wire: the connection cannot be reused.
+  if (!request_complete_ && request_.framing != BodyFraming::kNone) close_after_response_ = true;
+  writeErrorResponse(status, detail, close_after_response_, request_id_, writes_.prepare());
+  submitClientWrite();
+  if (state_ == State::kClosed) return;
+  finishExchange();
+}
+
+void ClientConnection::finishExchange() {
+  logExchange();
+  bool close_now = close_after_response_;
+  resetExchange();
+  if (close_now) {
+    closeAfterFlush();
+    return;
+  }
+  parser_.reset();
+  state_ = State::kReadingHead;
+  if (!inbound_.empty()) {
+    // A pipelined request is already here.
+    armTimer(limits_.header_read_timeout_ms);
+    idle_keepalive_ = false;
+    updateReading();
+    processInput();
+    return;
+  }
+  inbound_.releaseIfEmpty();
+  idle_keepalive_ = true;
+  armTimer(limits_.keepalive_idle_timeout_ms);
+  updateReading();
+}
+
+void ClientConnection::logExchange() {
+  AccessLogEntry entry;
+  entry.request_id = request_id_;
+  entry.worker = worker_.index();
+  entry.client = client_ip_;
+  entry.method = request_.method_name;
+  entry.host = request_.host;
+  entry.path = request_.path.empty() ? request_.target : request_.path;
+  entry.status = status_;
+  entry.bytes_in = bytes_in_;
+  entry.bytes_out = bytes_out_;
+  entry.route = route_ ? std::string_view(route_->id) : std::string_view();
+  entry.upstream = route_ ? std::string_view(route_->upstream_text) : std::string_view();
+  entry.upstream_time = secondsBetween(upstream_start_ns_, upstream_head_ns_);
+  entry.total_time = exchange_start_ns_ ? secondsBetween(exchange_start_ns_, uv_hrtime()) : 0;
+  entry.error = error_;
+  worker_.accessLog().append(entry);
+}
+
+void ClientConnection::resetExchange() {
+  request_ = RequestHead{};
+  routes_.reset();
+  route_ = nullptr;
+  rewritten_path_.clear();
+  request_id_.clear();
+  request_complete_ = false;
+  request_body_error_ = false;
+  response_started_ = false;
+  response_chunked_ = false;
+  upstream_paused_ = false;
+  upstream_keep_alive_ = true;
+  retried_ = false;
+  status_ = 0;
+  error_ = "";
+  request_body_bytes_ = 0;
+  bytes_in_ = 0;
+  bytes_out_ = 0;
+  exchange_start_ns_ = 0;
+  upstream_start_ns_ = 0;
+  upstream_head_ns_ = 0;
+}
+
+void ClientConnection::enterTunnel(ResponseHead& head) {
+  status_ = 101;
+  response_started_ = true;
+  ClientResponseContext context;
+  writeClientResponseHead(head, context, writes_.prepare());
+  submitClientWrite();
+  if (state_ == State::kClosed) return;
+  state_ = State::kTunnel;
+  request_complete_ = true;
+  last_tunnel_activity_ms_ = uv_now(worker_.loop());
+  armTimer(limits_.tunnel_idle_timeout_ms);
+  // Bytes the client sent after its upgrade request belong to the new protocol.
+  if (!inbound_.empty()) {
+    BufferSlice slice = inbound_.slice(inbound_.data(), inbound_.size());
+    inbound_.consume(inbound_.size());
+    OutboundWrite& write = upstream_->prepareWrite();
+    write.appendSlice(slice);
+    upstream_->submitWrite();
+    if (state_ == State::kClosed) return;
+  }
+  upstream_->becomeTunnel();
+  if (state_ == State::kClosed) return;
+  updateReading();
+}
+
+void ClientConnection::onUpstreamTunnelData(BufferSlice slice) {
+  last_tunnel_activity_ms_ = uv_now(worker_.loop());
+  OutboundWrite& write = writes_.prepare();
+  write.appendSlice(slice);
+  submitClientWrite();
+  if (state_ == State::kClosed) return;
+  if (writes_.queuedBytes() > limits_.write_high_water && upstream_ && !upstream_paused_) {
+    upstream_paused_ = true;
+    upstream_->pauseReading();
+  }
+}
+
+void ClientConnection::onUpstreamTunnelEnd(bool error) {
+  if (error) {
+    abort("upstream reset the tunnel");
+    return;
+  }
+  upstream_eof_ = true;
+  // Pass the half-close on: the client sees EOF after the queued bytes.
+  shutdown_request_.data = this;
+  if (uv_shutdown(&shutdown_request_, stream(), &ClientConnection::onShutdownDone) == 0) {
+    shutdown_started_ = true;
+  }
+  tunnelEndedOneWay();
+}
+
+void ClientConnection::tunnelEndedOneWay() {
+  if (client_eof_ && upstream_eof_) {
+    logExchange();
+    close();
+  }
+}
+
+void ClientConnection::onShutdownDone(uv_shutdown_t* request, int) {
+  auto* self = static_cast<ClientConnection*>(request->data);
+  (void)self;
+}
+
+void ClientConnection::closeAfterFlush() {
+  close_after_flush_ = true;
+  state_ = State::kLingering;
+  uv_timer_stop(&timer_);
+  if (writes_.pendingWrites() == 0) startLingering();
+}
+
+void ClientConnection::startLingering() {
+  if (state_ == State::kClosed || shutdown_started_) return;
+  shutdown_started_ = true;
+  state_ = State::kLingering;
+  inbound_.reset();
+  shutdown_request_.data = this;
+  if (uv_shutdown(&shutdown_request_, stream(), &ClientConnection::onShutdownDone) != 0) {
+    close();
+    return;
+  }
+  armTimer(kLingerTimeoutMs);
+  setReading(true);
+}
+
+void ClientConnection::abort(const char* reason) {
+  if (state_ == State::kClosed) return;
+  if (!*error_) error_ = reason;
+  if (status_ == 0) status_ = 502;
+  if (exchange_start_ns_ || state_ == State::kTunnel) logExchange();
+  logEvent(LogLevel::kDebug, "connection aborted")
+      .with("reason", reason)
+      .with("request_id", request_id_)
+      .emit();
+  close();
+}
+
+void ClientConnection::onWorkerShutdown() {
+  switch (state_) {
+    case State::kReadingHead:
+      if (idle_keepalive_ || inbound_.empty()) {
+        close();
+      } else {
+        close_after_response_ = true;
+      }
+      break;
+    case State::kConnecting:
+    case State::kForwarding: close_after_response_ = true; break;
+    case State::kTunnel:  // left open until the grace period ends
+    case State::kLingering:
+    case State::kClosed: break;
+  }
+}
+
+void ClientConnection::onTimer(uv_timer_t* timer) {
+  auto* self = static_cast<ClientConnection*>(timer->data);
+  switch (self->state_) {
+    case State::kReadingHead:
+      if (self->idle_keepalive_ || self->inbound_.empty()) {
+        self->close();  // idle keep-alive connection: close quietly
+        return;
+      }
+      self->error_ = "header read timeout";
+      self->exchange_start_ns_ = uv_hrtime();
+      self->respondLocally(408, "request header not received in time", true);
+      return;
+    case State::kForwarding:
+      if (!self->response_started_ && !self->request_complete_) {
+        UpstreamConnection* upstream = self->upstream_;
+        self->upstream_ = nullptr;
+        if (upstream) upstream->close();
+        self->error_ = "request body timeout";
+        self->respondLocally(408, "request body not received in time", true);
+        return;
+      }
+      self->abort("client did not read the response in time");
+      return;
+    case State::kTunnel: {
+      uint64_t idle = uv_now(self->worker_.loop()) - self->last_tunnel_activity_ms_;
+      if (idle < self->limits_.tunnel_idle_timeout_ms) {
+        self->armTimer(self->limits_.tunnel_idle_timeout_ms - idle);
+        return;
+      }
+      self->error_ = "tunnel idle timeout";
+      self->logExchange();
+      self->close();
+      return;
+    }
+    case State::kLingering: self->close(); return;
+    case State::kConnecting:
+    case State::kClosed: return;
+  }
+}
+
+void ClientConnection::close() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  if (upstream_) {
+    UpstreamConnection* upstream = upstream_;
+    upstream_ = nullptr;
+    upstream->setOwner(nullptr);
+    upstream->close();
+  }
+  writes_.discard();
+  uv_timer_stop(&timer_);
+  worker_.removeConnection(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&socket_), &ClientConnection::onClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &ClientConnection::onClosed);
+}
+
+void ClientConnection::onClosed(uv_handle_t* handle) {
+  auto* self = static_cast<ClientConnection*>(handle->data);
+  if (--self->open_handles_ == 0) delete self;
+}
+
+}  // namespace spacegate

@@ -1,0 +1,136 @@
+// ClientConnection: one HTTP/1.1 connection from a client, and the exchanges
+// on it: read a request head, route it, get an upstream connection, stream
+// the request body up and the response down (both zero copy, both with
+// backpressure), then either wait for the next request (keep-alive,
+// pipelining in order) or close. A 101 turns the connection and its upstream
+// into a bidirectional byte tunnel.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "http/message.h"
+#include "http1/message_parser.h"
+#include "net/inbound_buffer.h"
+#include "net/write_queue.h"
+#include "route/route_table.h"
+#include "upstream/upstream_connection.h"
+
+namespace spacegate {
+
+class Worker;
+
+class ClientConnection : private WriteQueue::Listener,
+                         private Http1MessageParser::BodyHandler,
+                         private UpstreamConnection::Owner {
+ public:
+  explicit ClientConnection(Worker& worker);
+  // Accepts from `server` and starts reading. Returns false (and closes) on error.
+  bool accept(uv_stream_t* server);
+  // Graceful shutdown: close now if idle, else after the current exchange.
+  void onWorkerShutdown();
+  // End of the grace period: close whatever the state.
+  void forceClose() { close(); }
+
+  size_t worker_slot = 0;  // index in the worker's connection list
+
+ private:
+  // The connection's state machine; transitions happen in the callbacks below.
+  enum class State {
+    kReadingHead,  // waiting for a request head; timer: header read, or keep-alive idle
+    kConnecting,   // head parsed, waiting for an upstream; the client is not read
+    kForwarding,   // upstream attached: request body up, response down
+    kTunnel,       // after 101: bytes both ways; timer: tunnel idle
+    kLingering,    // last response sent, write side shut: discard input until EOF
+    kClosed,       // handles closing; deleted when they are closed
+  };
+
+  static void onAllocate(uv_handle_t* handle, size_t suggested, uv_buf_t* buffer);
+  static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer);
+  static void onTimer(uv_timer_t* timer);
+  static void onShutdownDone(uv_shutdown_t* request, int status);
+  static void onClosed(uv_handle_t* handle);
+
+  // WriteQueue::Listener (client side writes).
+  void onWriteDone(WriteQueue& queue, int status) override;
+  // Http1MessageParser::BodyHandler (request body).
+  void onBodyData(const char* data, size_t size) override;
+  void onMessageComplete(const std::vector<std::pair<std::string, std::string>>& trailers) override;
+  // UpstreamConnection::Owner.
+  void onUpstreamReady(UpstreamConnection& connection) override;
+  void onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
+                        bool response_byte_seen) override;
+  void onUpstreamResponseHead(ResponseHead& head) override;
+  void onUpstreamResponseBody(BufferSlice slice) override;
+  void onUpstreamResponseComplete(
+      const std::vector<std::pair<std::string, std::string>>& trailers) override;
+  void onUpstreamDrained() override;
+  void onUpstreamTunnelData(BufferSlice slice) override;
+  void onUpstreamTunnelEnd(bool error) override;
+
+  void processInput();
+  void beginExchange();
+  void requestComplete();
+  void respondLocally(int status, std::string_view detail, bool close_after);
+  void finishExchange();
+  void logExchange();
+  void resetExchange();
+  void enterTunnel(ResponseHead& head);
+  void tunnelEndedOneWay();
+  void closeAfterFlush();
+  void startLingering();
+  void abort(const char* reason);
+  void close();
+  void submitClientWrite();
+  void setReading(bool reading);
+  void updateReading();
+  void armTimer(uint64_t milliseconds);
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&socket_); }
+
+  Worker& worker_;
+  const Limits& limits_;
+  uv_tcp_t socket_;
+  uv_timer_t timer_;
+  uv_shutdown_t shutdown_request_;
+  int open_handles_ = 0;
+  State state_ = State::kReadingHead;
+  bool reading_ = false;
+  bool idle_keepalive_ = false;     // kReadingHead before the first byte of a request
+  bool close_after_response_ = false;
+  bool close_after_flush_ = false;
+  bool shutdown_started_ = false;
+  InboundBuffer inbound_;
+  WriteQueue writes_;
+  Http1MessageParser parser_;
+  std::string client_ip_;
+
+  // The exchange in progress.
+  RequestHead request_;
+  RouteTableSnapshot routes_;
+  const Route* route_ = nullptr;
+  std::string rewritten_path_;
+  std::string request_id_;
+  UpstreamConnection* upstream_ = nullptr;
+  bool request_complete_ = false;
+  bool request_body_error_ = false;
+  bool response_started_ = false;
+  bool response_chunked_ = false;   // the gateway frames the response body with chunks
+  bool upstream_paused_ = false;    // upstream reading stopped: client writes over high water
+  bool retried_ = false;
+  bool upstream_keep_alive_ = true;  // the upstream allows reuse after this response
+  bool client_eof_ = false;         // tunnel: client finished sending
+  bool upstream_eof_ = false;       // tunnel: upstream finished sending
+  int status_ = 0;
+  const char* error_ = "";
+  uint64_t request_body_bytes_ = 0;
+  uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_ = 0;
+  uint64_t exchange_start_ns_ = 0;
+  uint64_t upstream_start_ns_ = 0;
+  uint64_t upstream_head_ns_ = 0;
+  uint64_t last_tunnel_activity_ms_ = 0;
+};
+
+}  // namespace spacegate

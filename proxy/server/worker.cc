@@ -1,0 +1,203 @@
+#include "server/worker.h"
+
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "server/client_connection.h"
+
+namespace spacegate {
+
+namespace {
+
+// A listening socket of our own with SO_REUSEPORT (libuv 1.44 has no flag
+// for it), handed to libuv with uv_tcp_open.
+int openReusePortSocket(const SocketAddress& address, std::string& error) {
+  int family = address.ip.ss_family;
+  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = std::strerror(errno);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    error = std::string("SO_REUSEPORT: ") + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  if (family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  socklen_t length = family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address.ip), length) != 0) {
+    error = "bind " + address.text() + ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePublisher& routes,
+               const AccessLogSink& access_log)
+    : index_(index),
+      config_(config),
+      buffers_(config.limits.header_block_size + 4096),
+      dns_(&loop_),
+      route_reader_(routes) {
+  uv_loop_init(&loop_);
+  upstreams_ = std::make_unique<UpstreamPool>(&loop_, buffers_, writes_, dns_, config_.limits,
+                                              config_.upstream_pool);
+  access_log_ = std::make_unique<AccessLogBuffer>(&loop_, access_log);
+  uv_async_init(&loop_, &shutdown_signal_, &Worker::onShutdownSignal);
+  shutdown_signal_.data = this;
+  uv_timer_init(&loop_, &grace_timer_);
+  grace_timer_.data = this;
+  if (getrandom(&request_id_prefix_, sizeof request_id_prefix_, 0) != sizeof request_id_prefix_) {
+    request_id_prefix_ = uv_hrtime() ^ (uint64_t{index} << 56);
+  }
+}
+
+Worker::~Worker() {
+  uv_loop_close(&loop_);
+}
+
+bool Worker::open(std::string& error) {
+  if (!dns_.start()) {
+    error = "cannot start the DNS resolver (c-ares)";
+    return false;
+  }
+  for (const SocketAddress& address : config_.listeners) {
+    int fd = openReusePortSocket(address, error);
+    if (fd < 0) return false;
+    auto listener = std::make_unique<uv_tcp_t>();
+    uv_tcp_init(&loop_, listener.get());
+    listener->data = this;
+    int result = uv_tcp_open(listener.get(), fd);
+    if (result == 0) result = uv_listen(reinterpret_cast<uv_stream_t*>(listener.get()), 4096,
+                                        &Worker::onConnection);
+    if (result != 0) {
+      error = "listen " + address.text() + ": " + uv_strerror(result);
+      uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),
+               [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+      return false;
+    }
+    listeners_.push_back(std::move(listener));
+  }
+  return true;
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] {
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    // Run close callbacks left by the last iteration.
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::requestShutdown() { uv_async_send(&shutdown_signal_); }
+
+std::string Worker::newRequestId() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  uint64_t parts[2] = {request_id_prefix_, ++request_counter_};
+  for (int part = 0; part < 2; ++part) {
+    for (int digit = 0; digit < 16; ++digit) {
+      id[part * 16 + digit] = kHex[(parts[part] >> (60 - 4 * digit)) & 15];
+    }
+  }
+  return id;
+}
+
+void Worker::addConnection(ClientConnection* connection) {
+  connection->worker_slot = connections_.size();
+  connections_.push_back(connection);
+}
+
+void Worker::removeConnection(ClientConnection* connection) {
+  size_t slot = connection->worker_slot;
+  if (slot >= connections_.size() || connections_[slot] != connection) return;
+  connections_[slot] = connections_.back();
+  connections_[slot]->worker_slot = slot;
+  connections_.pop_back();
+  if (shutting_down_) finishShutdownIfIdle();
+}
+
+void Worker::onConnection(uv_stream_t* server, int status) {
+  auto* worker = static_cast<Worker*>(server->data);
+  if (status != 0) {
+    // Out of descriptors and the like: say so (at most once a second), do not crash.
+    uint64_t now = uv_now(&worker->loop_);
+    if (now - worker->accept_errors_logged_at_ >= 1000) {
+      worker->accept_errors_logged_at_ = now;
+      logEvent(LogLevel::kError, "accept failed")
+          .with("worker", worker->index_)
+          .with("error", uv_strerror(status))
+          .emit();
+    }
+    return;
+  }
+  if (worker->shutting_down_) return;
+  auto* connection = new ClientConnection(*worker);
+  if (connection->accept(server)) ++worker->accepted_;
+}
+
+void Worker::onShutdownSignal(uv_async_t* handle) {
+  static_cast<Worker*>(handle->data)->beginShutdown();
+}
+
+void Worker::beginShutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  for (auto& listener : listeners_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),
+             [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+  }
+  listeners_.clear();
+  // Closing idle connections edits the list: work on a copy.
+  std::vector<ClientConnection*> connections = connections_;
+  for (ClientConnection* connection : connections) connection->onWorkerShutdown();
+  upstreams_->closeIdle();
+  uv_timer_start(&grace_timer_, &Worker::onGraceTimer, config_.limits.shutdown_grace_ms, 0);
+  finishShutdownIfIdle();
+}
+
+void Worker::onGraceTimer(uv_timer_t* timer) {
+  auto* worker = static_cast<Worker*>(timer->data);
+  if (!worker->connections_.empty()) {
+    logEvent(LogLevel::kWarning, "grace period over, closing connections")
+        .with("worker", worker->index_)
+        .with("connections", static_cast<uint64_t>(worker->connections_.size()))
+        .emit();
+  }
+  std::vector<ClientConnection*> connections = worker->connections_;
+  for (ClientConnection* connection : connections) connection->forceClose();
+  worker->closeEverything();
+}
+
+void Worker::finishShutdownIfIdle() {
+  if (connections_.empty()) closeEverything();
+}
+
+void Worker::closeEverything() {
+  if (closed_) return;
+  closed_ = true;
+  uv_timer_stop(&grace_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&grace_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_signal_), nullptr);
+  upstreams_->closeIdle();
+  dns_.close();
+  access_log_->close();
+  // Connections to upstreams still closing finish their close callbacks in
+  // this loop's last iterations; the loop then ends on its own.
+}
+
+}  // namespace spacegate

@@ -1,0 +1,95 @@
+// Worker: one event loop on its own thread, with its own SO_REUSEPORT
+// listening socket per listener, its own buffer pool, upstream pool, DNS
+// resolver and access-log buffer. A connection lives and dies on one worker,
+// so nothing on the data path is shared between threads.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/gateway_config.h"
+#include "log/access_log.h"
+#include "net/buffer.h"
+#include "net/dns_resolver.h"
+#include "net/write_queue.h"
+#include "route/route_publisher.h"
+#include "upstream/upstream_pool.h"
+
+namespace spacegate {
+
+class ClientConnection;
+
+class Worker {
+ public:
+  Worker(unsigned index, const GatewayConfig& config, const RouteTablePublisher& routes,
+         const AccessLogSink& access_log);
+  ~Worker();
+
+  // Binds the listening sockets (on the calling thread, so that errors are
+  // reported before any thread starts). Returns false with a reason.
+  bool open(std::string& error);
+  void start();
+  void join();
+  // Thread-safe: stop accepting, let requests in flight finish within the
+  // grace period, then exit the loop.
+  void requestShutdown();
+
+  // Loop-thread API for connections.
+  unsigned index() const { return index_; }
+  uv_loop_t* loop() { return &loop_; }
+  const Limits& limits() const { return config_.limits; }
+  BufferPool& buffers() { return buffers_; }
+  WriteRecordPool& writes() { return writes_; }
+  UpstreamPool& upstreams() { return *upstreams_; }
+  AccessLogBuffer& accessLog() { return *access_log_; }
+  const RouteTableSnapshot& routes() { return route_reader_.current(); }
+  bool shuttingDown() const { return shutting_down_; }
+  // A fresh request id: 32 hex digits, unique per process run.
+  std::string newRequestId();
+  char* scratch() { return scratch_; }
+
+  void addConnection(ClientConnection* connection);
+  void removeConnection(ClientConnection* connection);
+
+  // Counters (loop thread).
+  uint64_t connectionsAccepted() const { return accepted_; }
+  size_t connectionsOpen() const { return connections_.size(); }
+
+ private:
+  static void onConnection(uv_stream_t* server, int status);
+  static void onShutdownSignal(uv_async_t* handle);
+  static void onGraceTimer(uv_timer_t* timer);
+  void beginShutdown();
+  void finishShutdownIfIdle();
+  void closeEverything();
+
+  unsigned index_;
+  const GatewayConfig& config_;
+  uv_loop_t loop_;
+  std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
+  uv_async_t shutdown_signal_;
+  uv_timer_t grace_timer_;
+  std::thread thread_;
+  BufferPool buffers_;
+  WriteRecordPool writes_;
+  DnsResolver dns_;
+  std::unique_ptr<UpstreamPool> upstreams_;
+  std::unique_ptr<AccessLogBuffer> access_log_;
+  RouteTableReader route_reader_;
+  std::vector<ClientConnection*> connections_;
+  bool shutting_down_ = false;
+  bool closed_ = false;
+  uint64_t accepted_ = 0;
+  uint64_t request_id_prefix_ = 0;
+  uint64_t request_counter_ = 0;
+  uint64_t accept_errors_logged_at_ = 0;
+  char scratch_[4096];
+};
+
+}  // namespace spacegate

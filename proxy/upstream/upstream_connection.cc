@@ -1,0 +1,375 @@
+#include "upstream/upstream_connection.h"
+
+#include <cstring>
+
+#include "common/log.h"
+#include "upstream/upstream_pool.h"
+
+namespace spacegate {
+
+const char* upstreamErrorName(UpstreamError error) {
+  switch (error) {
+    case UpstreamError::kConnectFailed: return "connect_failed";
+    case UpstreamError::kConnectTimeout: return "connect_timeout";
+    case UpstreamError::kResponseTimeout: return "response_timeout";
+    case UpstreamError::kClosedEarly: return "closed_early";
+    case UpstreamError::kInvalidResponse: return "invalid_response";
+  }
+  return "error";
+}
+
+UpstreamConnection::UpstreamConnection(UpstreamPool& pool, std::string key, const Limits& limits)
+    : pool_(pool),
+      key_(std::move(key)),
+      limits_(limits),
+      inbound_(pool.buffers()),
+      writes_(pool.writes(), *this),
+      parser_(Http1MessageParser::Type::kResponse, limits) {
+  uv_timer_init(pool_.loop(), &timer_);
+  timer_.data = this;
+  ++open_handles_;
+}
+
+void UpstreamConnection::armTimer(uint64_t milliseconds) {
+  uv_timer_start(&timer_, &UpstreamConnection::onTimer, milliseconds, 0);
+}
+
+void UpstreamConnection::start(const SocketAddress& address) {
+  armTimer(limits_.upstream_connect_timeout_ms);
+  switch (address.kind) {
+    case SocketAddress::Kind::kIp: connectTo(address.ip, address.port); return;
+    case SocketAddress::Kind::kUnix: {
+      state_ = State::kConnecting;
+      uv_pipe_init(pool_.loop(), &socket_.pipe, 0);
+      socket_.pipe.data = this;
+      socket_open_ = true;
+      ++open_handles_;
+      connect_request_.data = this;
+      uv_pipe_connect(&connect_request_, &socket_.pipe, address.path.c_str(),
+                      &UpstreamConnection::onConnect);
+      return;
+    }
+    case SocketAddress::Kind::kHostname: {
+      state_ = State::kResolving;
+      uint16_t port = address.port;
+      dns_ticket_ = pool_.dns().resolve(
+          address.host, [this, port](int status, const std::vector<sockaddr_storage>& addresses) {
+            dns_ticket_ = 0;
+            if (state_ != State::kResolving) return;
+            if (status != 0 || addresses.empty()) {
+              logEvent(LogLevel::kWarning, "upstream name resolution failed")
+                  .with("upstream", key_)
+                  .with("error", uv_strerror(status))
+                  .emit();
+              fail(UpstreamError::kConnectFailed);
+              return;
+            }
+            connectTo(addresses.front(), port);
+          });
+      return;
+    }
+  }
+}
+
+void UpstreamConnection::connectTo(const sockaddr_storage& address, uint16_t port) {
+  state_ = State::kConnecting;
+  sockaddr_storage target = address;
+  if (target.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(&target)->sin_port = htons(port);
+  } else {
+    reinterpret_cast<sockaddr_in6*>(&target)->sin6_port = htons(port);
+  }
+  uv_tcp_init(pool_.loop(), &socket_.tcp);
+  socket_.tcp.data = this;
+  socket_open_ = true;
+  ++open_handles_;
+  uv_tcp_nodelay(&socket_.tcp, 1);
+  connect_request_.data = this;
+  int result = uv_tcp_connect(&connect_request_, &socket_.tcp,
+                              reinterpret_cast<const sockaddr*>(&target),
+                              &UpstreamConnection::onConnect);
+  if (result != 0) {
+    logEvent(LogLevel::kWarning, "upstream connect failed")
+        .with("upstream", key_)
+        .with("error", uv_strerror(result))
+        .emit();
+    fail(UpstreamError::kConnectFailed);
+  }
+}
+
+void UpstreamConnection::onConnect(uv_connect_t* request, int status) {
+  auto* self = static_cast<UpstreamConnection*>(request->data);
+  if (self->state_ != State::kConnecting) return;  // closed meanwhile (ECANCELED)
+  if (status != 0) {
+    logEvent(LogLevel::kWarning, "upstream connect failed")
+        .with("upstream", self->key_)
+        .with("error", uv_strerror(status))
+        .emit();
+    self->fail(UpstreamError::kConnectFailed);
+    return;
+  }
+  uv_timer_stop(&self->timer_);
+  self->writes_.attach(self->stream());
+  self->state_ = State::kActive;
+  self->reading_ = true;
+  uv_read_start(self->stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
+  if (self->owner_) self->owner_->onUpstreamReady(*self);
+}
+
+void UpstreamConnection::startExchange(uint8_t method) {
+  parser_.reset();
+  parser_.setRequestMethod(method);
+  response_head_seen_ = false;
+  response_byte_seen_ = false;
+  response_complete_ = false;
+  request_sent_ = false;
+  read_paused_ = false;
+  if (!reading_) {
+    reading_ = true;
+    uv_read_start(stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
+  }
+  // Until the request is fully sent, the client side's timers govern; a
+  // response may still come early (an error before the whole body).
+  uv_timer_stop(&timer_);
+}
+
+void UpstreamConnection::requestFullySent() {
+  request_sent_ = true;
+  if (!response_complete_ && state_ == State::kActive) armTimer(limits_.upstream_response_timeout_ms);
+}
+
+void UpstreamConnection::submitWrite() {
+  if (state_ == State::kClosed) {
+    writes_.discard();
+    return;
+  }
+  int result = writes_.submit();
+  if (result != 0) {
+    // The socket is gone; the read side reports it too. Fail once.
+    fail(UpstreamError::kClosedEarly);
+  }
+}
+
+void UpstreamConnection::pauseReading() {
+  read_paused_ = true;
+  if (reading_) {
+    uv_read_stop(stream());
+    reading_ = false;
+  }
+}
+
+void UpstreamConnection::resumeReading() {
+  read_paused_ = false;
+  if (!reading_ && (state_ == State::kActive || state_ == State::kTunnel)) {
+    reading_ = true;
+    uv_read_start(stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
+    // Bytes already buffered (read before the pause) go out now.
+    if (!inbound_.empty()) processInput();
+  }
+}
+
+void UpstreamConnection::becomeTunnel() {
+  state_ = State::kTunnel;
+  uv_timer_stop(&timer_);
+  if (!inbound_.empty()) {
+    BufferSlice slice = inbound_.slice(inbound_.data(), inbound_.size());
+    inbound_.consume(inbound_.size());
+    owner_->onUpstreamTunnelData(std::move(slice));
+  }
+}
+
+void UpstreamConnection::shutdownWrite() {
+  if (state_ == State::kClosed || !socket_open_) return;
+  shutdown_request_.data = this;
+  uv_shutdown(&shutdown_request_, stream(), &UpstreamConnection::onShutdown);
+}
+
+void UpstreamConnection::onShutdown(uv_shutdown_t*, int) {}
+
+void UpstreamConnection::enterIdle(uint64_t idle_timeout_ms) {
+  state_ = State::kIdle;
+  inbound_.releaseIfEmpty();
+  armTimer(idle_timeout_ms);
+  if (!reading_) {
+    reading_ = true;
+    uv_read_start(stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
+  }
+}
+
+void UpstreamConnection::leaveIdle() {
+  state_ = State::kActive;
+  uv_timer_stop(&timer_);
+  ++exchanges_;
+}
+
+void UpstreamConnection::onAllocate(uv_handle_t* handle, size_t, uv_buf_t* buffer) {
+  auto* self = static_cast<UpstreamConnection*>(handle->data);
+  if (self->state_ == State::kIdle) {
+    // An idle connection holds no buffer: anything read here ends it.
+    *buffer = uv_buf_init(self->pool_.idleScratch(), 64);
+    return;
+  }
+  *buffer = self->inbound_.prepareRead();
+}
+
+void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+  auto* self = static_cast<UpstreamConnection*>(stream->data);
+  if (nread == 0) return;
+  if (self->state_ == State::kIdle) {
+    // EOF, an error, or unsolicited bytes on an idle connection: close it.
+    self->pool_.forgetIdle(self);
+    self->close();
+    return;
+  }
+  if (nread < 0) {
+    if (self->state_ == State::kTunnel) {
+      Owner* owner = self->owner_;
+      self->pauseReading();
+      if (owner) owner->onUpstreamTunnelEnd(nread != UV_EOF);
+      return;
+    }
+    if (nread == UV_EOF && self->response_head_seen_ && !self->response_complete_ &&
+        self->head_.framing == BodyFraming::kUntilClose) {
+      if (self->parser_.finishAtEof(*self)) return;
+    }
+    self->fail(UpstreamError::kClosedEarly);
+    return;
+  }
+  self->inbound_.commit(static_cast<size_t>(nread));
+  self->response_byte_seen_ = true;
+  if (self->state_ == State::kTunnel) {
+    BufferSlice slice = self->inbound_.slice(self->inbound_.data(), self->inbound_.size());
+    self->inbound_.consume(self->inbound_.size());
+    self->inbound_.releaseIfEmpty();
+    self->owner_->onUpstreamTunnelData(std::move(slice));
+    return;
+  }
+  self->processInput();
+}
+
+void UpstreamConnection::processInput() {
+  while (state_ == State::kActive && !inbound_.empty() && !read_paused_) {
+    if (!response_head_seen_) {
+      if (request_sent_) armTimer(limits_.upstream_response_timeout_ms);
+      auto status = parser_.parseHead(inbound_.data(), inbound_.size(), head_);
+      if (status == Http1MessageParser::HeadStatus::kIncomplete) {
+        if (inbound_.full()) fail(UpstreamError::kInvalidResponse);
+        return;
+      }
+      if (status == Http1MessageParser::HeadStatus::kError) {
+        logEvent(LogLevel::kWarning, "invalid upstream response")
+            .with("upstream", key_)
+            .with("reason", parser_.errorReason())
+            .emit();
+        fail(UpstreamError::kInvalidResponse);
+        return;
+      }
+      head_.storage = inbound_.slab();
+      inbound_.consume(parser_.headConsumed());
+      bool interim = head_.status >= 100 && head_.status < 200 && head_.status != 101;
+      if (!interim) response_head_seen_ = true;
+      Owner* owner = owner_;
+      owner->onUpstreamResponseHead(head_);
+      if (state_ != State::kActive) return;  // closed, or became a tunnel
+      if (interim) {
+        // The final response follows on the same connection (the parser
+        // keeps the request method across the reset).
+        parser_.reset();
+        continue;
+      }
+      if (!parser_.expectsBody()) {
+        response_complete_ = true;
+        uv_timer_stop(&timer_);
+        static const std::vector<std::pair<std::string, std::string>> kNoTrailers;
+        owner_->onUpstreamResponseComplete(kNoTrailers);
+        return;
+      }
+      if (request_sent_) armTimer(limits_.upstream_response_timeout_ms);
+      continue;
+    }
+    auto result = parser_.parseBody(inbound_.data(), inbound_.size(), *this);
+    if (state_ == State::kClosed) return;
+    if (result.error) {
+      fail(UpstreamError::kInvalidResponse);
+      return;
+    }
+    inbound_.consume(result.consumed);
+    if (result.complete) return;
+    if (request_sent_) armTimer(limits_.upstream_response_timeout_ms);
+  }
+}
+
+void UpstreamConnection::onBodyData(const char* data, size_t size) {
+  if (owner_) owner_->onUpstreamResponseBody(inbound_.slice(data, size));
+}
+
+void UpstreamConnection::onMessageComplete(
+    const std::vector<std::pair<std::string, std::string>>& trailers) {
+  response_complete_ = true;
+  uv_timer_stop(&timer_);
+  if (owner_) owner_->onUpstreamResponseComplete(trailers);
+}
+
+void UpstreamConnection::onWriteDone(WriteQueue& queue, int status) {
+  if (status != 0) {
+    if (status != UV_ECANCELED && state_ != State::kClosed) {
+      if (state_ == State::kTunnel) {
+        Owner* owner = owner_;
+        if (owner) owner->onUpstreamTunnelEnd(true);
+        return;
+      }
+      fail(UpstreamError::kClosedEarly);
+    }
+    return;
+  }
+  if (owner_ && queue.queuedBytes() <= limits_.write_low_water) owner_->onUpstreamDrained();
+}
+
+void UpstreamConnection::onTimer(uv_timer_t* timer) {
+  auto* self = static_cast<UpstreamConnection*>(timer->data);
+  switch (self->state_) {
+    case State::kResolving:
+    case State::kConnecting: self->fail(UpstreamError::kConnectTimeout); break;
+    case State::kIdle:
+      self->pool_.forgetIdle(self);
+      self->close();
+      break;
+    case State::kActive: self->fail(UpstreamError::kResponseTimeout); break;
+    case State::kTunnel:
+    case State::kClosed: break;
+  }
+}
+
+void UpstreamConnection::fail(UpstreamError error) {
+  if (state_ == State::kClosed) return;
+  Owner* owner = owner_;
+  bool byte_seen = response_byte_seen_;
+  State previous = state_;
+  close();
+  if (owner && previous != State::kIdle) owner->onUpstreamFailed(*this, error, byte_seen);
+}
+
+void UpstreamConnection::close() {
+  if (state_ == State::kClosed) return;
+  if (state_ == State::kIdle) pool_.forgetIdle(this);
+  state_ = State::kClosed;
+  owner_ = nullptr;
+  if (dns_ticket_) {
+    pool_.dns().cancel(dns_ticket_);
+    dns_ticket_ = 0;
+  }
+  writes_.discard();
+  uv_timer_stop(&timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onClosed);
+  if (socket_open_) uv_close(handle(), &UpstreamConnection::onClosed);
+}
+
+void UpstreamConnection::onClosed(uv_handle_t* handle) {
+  auto* self = static_cast<UpstreamConnection*>(handle->data);
+  if (--self->open_handles_ == 0) {
+    self->pool_.connectionDestroyed();
+    delete self;
+  }
+}
+
+}  // namespace spacegate

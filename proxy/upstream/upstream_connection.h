@@ -1,0 +1,150 @@
+// UpstreamConnection: one HTTP/1.1 connection from a worker to an upstream
+// (TCP or unix socket). It connects (with a timeout), writes request heads
+// and bodies handed to it, parses the response with the project's HTTP/1
+// codec and reports head, body slices and completion to its owner. Between
+// exchanges it sits idle in the UpstreamPool, reading into a tiny shared
+// scratch space only to notice the upstream closing it. After a 101 it
+// becomes one end of a tunnel and reports raw bytes.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/limits.h"
+#include "http/message.h"
+#include "http1/message_parser.h"
+#include "net/inbound_buffer.h"
+#include "net/socket_address.h"
+#include "net/write_queue.h"
+
+namespace spacegate {
+
+class UpstreamPool;
+
+enum class UpstreamError {
+  kConnectFailed,     // refused, unreachable, DNS failure: 502
+  kConnectTimeout,    // 504
+  kResponseTimeout,   // no response head in time, or silence inside the body: 504
+  kClosedEarly,       // closed or reset before a complete response: 502
+  kInvalidResponse,   // unparsable response: 502
+};
+
+const char* upstreamErrorName(UpstreamError error);
+
+class UpstreamConnection : private WriteQueue::Listener, private Http1MessageParser::BodyHandler {
+ public:
+  class Owner {
+   public:
+    virtual ~Owner() = default;
+    virtual void onUpstreamReady(UpstreamConnection& connection) = 0;
+    // The connection failed; it closes itself and must not be used again.
+    virtual void onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
+                                  bool response_byte_seen) = 0;
+    virtual void onUpstreamResponseHead(ResponseHead& head) = 0;
+    virtual void onUpstreamResponseBody(BufferSlice slice) = 0;
+    virtual void onUpstreamResponseComplete(
+        const std::vector<std::pair<std::string, std::string>>& trailers) = 0;
+    // Queued request bytes fell below the low-water mark.
+    virtual void onUpstreamDrained() = 0;
+    // Tunnel mode.
+    virtual void onUpstreamTunnelData(BufferSlice slice) = 0;
+    virtual void onUpstreamTunnelEnd(bool error) = 0;
+  };
+
+  UpstreamConnection(UpstreamPool& pool, std::string key, const Limits& limits);
+
+  // Resolves (host names, through the worker's DnsResolver) and connects.
+  // The connect timeout covers both. Reports onUpstreamReady or onUpstreamFailed.
+  void start(const SocketAddress& address);
+  void setOwner(Owner* owner) { owner_ = owner; }
+  Owner* owner() const { return owner_; }
+  const std::string& key() const { return key_; }
+  bool reused() const { return exchanges_ > 0; }
+  uint64_t exchanges() const { return exchanges_; }
+
+  // The write side: fill prepare(), then submit().
+  OutboundWrite& prepareWrite() { return writes_.prepare(); }
+  void submitWrite();
+  size_t queuedBytes() const { return writes_.queuedBytes(); }
+  // The request (head and body) has been handed over in full; the response
+  // timeout starts now. `method` tells the parser the body rules.
+  void startExchange(uint8_t method);
+  void requestFullySent();
+
+  void pauseReading();
+  void resumeReading();
+
+  // Tunnel mode after a 101: remaining parsed bytes are delivered as tunnel data.
+  void becomeTunnel();
+  void shutdownWrite();
+
+  // Called by the pool.
+  void enterIdle(uint64_t idle_timeout_ms);
+  void leaveIdle();
+  // Closes the connection; no further owner callbacks.
+  void close();
+  bool closing() const { return state_ == State::kClosed; }
+  // No unread bytes after the last response: safe to reuse (bytes nobody
+  // asked for would be taken for the next response).
+  bool cleanForReuse() const { return inbound_.empty() && response_complete_; }
+
+ private:
+  enum class State {
+    kResolving,    // waiting for DNS; only the timer handle is open
+    kConnecting,   // TCP/unix connect in progress, connect timer armed
+    kIdle,         // in the pool, between exchanges
+    kActive,       // owned by an exchange: request and response in flight
+    kTunnel,       // after 101: raw bytes both ways
+    kClosed,       // uv_close issued; deleted when the handles are closed
+  };
+
+  static void onConnect(uv_connect_t* request, int status);
+  static void onAllocate(uv_handle_t* handle, size_t suggested, uv_buf_t* buffer);
+  static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer);
+  static void onTimer(uv_timer_t* timer);
+  static void onShutdown(uv_shutdown_t* request, int status);
+  static void onClosed(uv_handle_t* handle);
+
+  void onWriteDone(WriteQueue& queue, int status) override;
+  void onBodyData(const char* data, size_t size) override;
+  void onMessageComplete(const std::vector<std::pair<std::string, std::string>>& trailers) override;
+
+  void connectTo(const sockaddr_storage& address, uint16_t port);
+  void processInput();
+  void fail(UpstreamError error);
+  void armTimer(uint64_t milliseconds);
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&socket_); }
+  uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&socket_); }
+
+  UpstreamPool& pool_;
+  std::string key_;
+  const Limits& limits_;
+  Owner* owner_ = nullptr;
+  State state_ = State::kResolving;
+  uint64_t dns_ticket_ = 0;
+  bool socket_open_ = false;
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } socket_;
+  uv_timer_t timer_;
+  uv_connect_t connect_request_;
+  uv_shutdown_t shutdown_request_;
+  int open_handles_ = 0;
+  bool reading_ = false;
+  bool read_paused_ = false;
+  bool response_head_seen_ = false;
+  bool response_byte_seen_ = false;
+  bool response_complete_ = false;
+  bool request_sent_ = false;
+  uint64_t exchanges_ = 0;
+  InboundBuffer inbound_;
+  WriteQueue writes_;
+  Http1MessageParser parser_;
+  ResponseHead head_;
+};
+
+}  // namespace spacegate

@@ -1,0 +1,82 @@
+#include "upstream/upstream_pool.h"
+
+#include <algorithm>
+
+namespace spacegate {
+
+UpstreamPool::UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool& writes,
+                           DnsResolver& dns, const Limits& limits,
+                           const UpstreamPoolLimits& pool_limits)
+    : loop_(loop),
+      buffers_(buffers),
+      writes_(writes),
+      dns_(dns),
+      limits_(limits),
+      pool_limits_(pool_limits) {}
+
+UpstreamPool::~UpstreamPool() = default;
+
+UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address,
+                                          UpstreamConnection::Owner* owner, bool fresh) {
+  std::string key = address.text();
+  if (!fresh) {
+    auto found = idle_.find(key);
+    if (found != idle_.end() && !found->second.empty()) {
+      UpstreamConnection* connection = found->second.back();
+      found->second.pop_back();
+      connection->leaveIdle();
+      connection->setOwner(owner);
+      ++reused_;
+      owner->onUpstreamReady(*connection);
+      return connection;
+    }
+  }
+  auto* connection = new UpstreamConnection(*this, std::move(key), limits_);
+  ++opened_;
+  ++live_;
+  connection->setOwner(owner);
+  connection->start(address);
+  return connection;
+}
+
+void UpstreamPool::release(UpstreamConnection* connection, bool reusable) {
+  connection->setOwner(nullptr);
+  if (!reusable || pool_limits_.idle_connections == 0 || connection->closing() ||
+      !connection->cleanForReuse()) {
+    connection->close();
+    return;
+  }
+  std::vector<UpstreamConnection*>& idle = idle_[connection->key()];
+  if (idle.size() >= pool_limits_.idle_connections) {
+    // Over the bound: drop the least recently used.
+    UpstreamConnection* oldest = idle.front();
+    idle.erase(idle.begin());
+    oldest->close();
+  }
+  idle.push_back(connection);
+  connection->enterIdle(pool_limits_.idle_timeout_ms);
+}
+
+void UpstreamPool::forgetIdle(UpstreamConnection* connection) {
+  auto found = idle_.find(connection->key());
+  if (found == idle_.end()) return;
+  auto& idle = found->second;
+  idle.erase(std::remove(idle.begin(), idle.end(), connection), idle.end());
+  if (idle.empty()) idle_.erase(found);
+}
+
+void UpstreamPool::closeIdle() {
+  auto idle = std::move(idle_);
+  idle_.clear();
+  for (auto& [key, connections] : idle) {
+    for (UpstreamConnection* connection : connections) connection->close();
+  }
+}
+
+size_t UpstreamPool::idleConnections() const {
+  size_t count = 0;
+  for (const auto& [key, connections] : idle_) count += connections.size();
+  return count;
+}
+
+}  // namespace spacegate

@@ -1,0 +1,69 @@
+// UpstreamPool: the keep-alive connections of one worker to its upstreams,
+// keyed by upstream address. A connection is reused only after a complete
+// exchange; at most `idle_connections` idle ones are kept per upstream, each
+// for at most `idle_timeout`. Most recently used first: the likeliest to be
+// still open on the other side.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config/limits.h"
+#include "net/buffer.h"
+#include "net/dns_resolver.h"
+#include "net/socket_address.h"
+#include "net/write_queue.h"
+#include "upstream/upstream_connection.h"
+
+namespace spacegate {
+
+class UpstreamPool {
+ public:
+  UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool& writes, DnsResolver& dns,
+               const Limits& limits, const UpstreamPoolLimits& pool_limits);
+  ~UpstreamPool();
+
+  // A connection for `owner`: an idle one (already connected; the owner's
+  // onUpstreamReady runs before this returns) unless `fresh` is set, else a
+  // new one that reports later.
+  UpstreamConnection* acquire(const SocketAddress& address, UpstreamConnection::Owner* owner,
+                              bool fresh = false);
+  // Hands a connection back after its exchange. Not `reusable`: closed.
+  void release(UpstreamConnection* connection, bool reusable);
+  // Called by an idle connection that closed (upstream hung up, idle timeout).
+  void forgetIdle(UpstreamConnection* connection);
+  // Closes every idle connection (shutdown).
+  void closeIdle();
+
+  uv_loop_t* loop() const { return loop_; }
+  BufferPool& buffers() { return buffers_; }
+  WriteRecordPool& writes() { return writes_; }
+  DnsResolver& dns() { return dns_; }
+  // Scratch space for idle connections' reads: any byte there is an error.
+  char* idleScratch() { return idle_scratch_; }
+
+  size_t idleConnections() const;
+  uint64_t connectionsOpened() const { return opened_; }
+  uint64_t connectionsReused() const { return reused_; }
+  size_t liveConnections() const { return live_; }
+  void connectionDestroyed() { --live_; }
+
+ private:
+  uv_loop_t* loop_;
+  BufferPool& buffers_;
+  WriteRecordPool& writes_;
+  DnsResolver& dns_;
+  const Limits& limits_;
+  UpstreamPoolLimits pool_limits_;
+  std::unordered_map<std::string, std::vector<UpstreamConnection*>> idle_;
+  char idle_scratch_[64];
+  uint64_t opened_ = 0;
+  uint64_t reused_ = 0;
+  size_t live_ = 0;
+};
+
+}  // namespace spacegate

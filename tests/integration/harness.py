@@ -1,0 +1,1295 @@
+"""Shared helpers for spacegate's integration tests.
+
+Everything here is Python standard library plus python3-websockets (Debian's
+10.4, asyncio API). Nothing here shares code with the gateway: the origin is
+Python's http.server, the clients are raw sockets, http.client, curl and
+websockets.
+
+Pieces:
+  * Gateway       - writes a config file, starts the real `spacegate` binary,
+                    waits for its port, stops it, reads /proc (fds, RSS).
+  * Origin        - threaded HTTP/1.1 origin (TCP or unix socket) with test
+                    endpoints and counters of connections and requests.
+  * WebSocketPeer - websockets echo server on its own thread and loop.
+  * RawConn, raw_exchange, parse_responses - raw-socket HTTP client helpers.
+  * GatewayTestCase - unittest base class wiring the above together.
+
+Environment:
+  SPACEGATE_BINARY   path of the gateway binary
+                     (default /work/main/build/proxy/spacegate)
+  SPACEGATE_KEEP_TMP if set, temp dirs (configs, gateway logs) are kept
+"""
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_BINARY = "/work/main/build/proxy/spacegate"
+BINARY = os.environ.get("SPACEGATE_BINARY", DEFAULT_BINARY)
+KEEP_TMP = bool(os.environ.get("SPACEGATE_KEEP_TMP"))
+LOOPBACK = "127.0.0.1"
+MiB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------
+# Small utilities
+# --------------------------------------------------------------------------
+
+def free_port():
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Poll predicate() until it returns a truthy value or timeout passes.
+    Returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def tail(text, limit=4000):
+    if len(text) <= limit:
+        return text
+    return "...[%d bytes cut]...\n%s" % (len(text) - limit, text[-limit:])
+
+
+def port_refuses(port, host=LOOPBACK, timeout=2.0):
+    """True when a TCP connect to host:port is refused (nothing listening)."""
+    try:
+        s = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    s.close()
+    return False
+
+
+# --------------------------------------------------------------------------
+# Deterministic body pattern (a prime-length block, so chunk boundaries and
+# block boundaries never line up and a reordered block changes the hash)
+# --------------------------------------------------------------------------
+
+PATTERN_PERIOD = 65521
+_PATTERN_BLOCK = bytes(((i * 131) + (i >> 8) * 7 + 13) & 0xFF
+                       for i in range(PATTERN_PERIOD))
+_PATTERN_DOUBLE = _PATTERN_BLOCK + _PATTERN_BLOCK
+
+
+def pattern_slice(offset, length):
+    """Bytes [offset, offset+length) of the infinite pattern; length <= PERIOD."""
+    assert length <= PATTERN_PERIOD
+    start = offset % PATTERN_PERIOD
+    return _PATTERN_DOUBLE[start:start + length]
+
+
+def pattern_chunks(total, chunk=PATTERN_PERIOD):
+    """Yield the first `total` bytes of the pattern, in pieces of <= chunk."""
+    chunk = min(chunk, PATTERN_PERIOD)
+    offset = 0
+    while offset < total:
+        n = min(chunk, total - offset)
+        yield pattern_slice(offset, n)
+        offset += n
+
+
+def pattern_bytes(total):
+    return b"".join(pattern_chunks(total))
+
+
+_pattern_hash_cache = {}
+
+
+def pattern_sha256(total):
+    if total not in _pattern_hash_cache:
+        h = hashlib.sha256()
+        for piece in pattern_chunks(total):
+            h.update(piece)
+        _pattern_hash_cache[total] = h.hexdigest()
+    return _pattern_hash_cache[total]
+
+
+# --------------------------------------------------------------------------
+# The origin
+# --------------------------------------------------------------------------
+
+class OriginHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "TestOrigin/1.0"
+    disable_nagle_algorithm = True
+    timeout = 300  # a stuck connection dies eventually
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def origin(self):
+        return self.server.origin
+
+    def setup(self):
+        # TCP_NODELAY only applies to TCP (not to the unix-socket origin).
+        self.disable_nagle_algorithm = \
+            self.request.family in (socket.AF_INET, socket.AF_INET6)
+        super().setup()
+
+    def address_string(self):
+        return str(self.client_address)
+
+    def log_message(self, fmt, *args):  # keep test output quiet
+        pass
+
+    def parse_request(self):
+        # Count every request line that arrives, even one we cannot parse:
+        # the smuggling tests assert that *nothing* reached the origin.
+        line = self.raw_requestline
+        self.origin._note_request(line)
+        ok = super().parse_request()
+        if ok:
+            self.origin._note_path(self.path, self.command)
+        return ok
+
+    def _dispatch(self):
+        try:
+            self._route()
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+    def do_HEAD(self):
+        self._dispatch()
+
+    # -- body helpers -------------------------------------------------------
+
+    def _is_chunked(self):
+        te = ",".join(self.headers.get_all("Transfer-Encoding") or [])
+        codings = [c.strip().lower() for c in te.split(",") if c.strip()]
+        return bool(codings) and codings[-1] == "chunked"
+
+    def body_chunks(self):
+        """Yield the request body, streaming (Content-Length or chunked).
+        Sets self.request_trailers for chunked bodies."""
+        self.request_trailers = []
+        if self._is_chunked():
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    raise ConnectionResetError("eof in chunk size")
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    break
+                remaining = size
+                while remaining:
+                    data = self.rfile.read(min(remaining, 262144))
+                    if not data:
+                        raise ConnectionResetError("eof in chunk data")
+                    remaining -= len(data)
+                    yield data
+                crlf = self.rfile.read(2)
+                if crlf != b"\r\n":
+                    raise ValueError("bad chunk terminator %r" % crlf)
+            while True:
+                line = self.rfile.readline(65537)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                self.request_trailers.append([name.strip(), value.strip()])
+            return
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return
+        remaining = int(length)
+        while remaining:
+            data = self.rfile.read(min(remaining, 262144))
+            if not data:
+                raise ConnectionResetError("eof in body")
+            remaining -= len(data)
+            yield data
+
+    def read_body(self):
+        return b"".join(self.body_chunks())
+
+    def drain_body(self):
+        n = 0
+        for piece in self.body_chunks():
+            n += len(piece)
+        return n
+
+    # -- response helpers --------------------------------------------------
+
+    def _common_headers(self):
+        self.send_header("X-Origin-Name", self.origin.name)
+        self.send_header("X-Origin-Path", self.path)
+        self.send_header("X-Origin-Method", self.command)
+
+    def respond(self, status, body=b"", content_type="text/plain",
+                extra_headers=(), close=False):
+        self.send_response(status)
+        self._common_headers()
+        no_body = status in (204, 304) or 100 <= status < 200
+        if not no_body:
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+        for k, v in extra_headers:
+            self.send_header(k, v)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD" and not no_body and body:
+            self.wfile.write(body)
+
+    def respond_json(self, status, obj, extra_headers=()):
+        self.respond(status, json.dumps(obj).encode(), "application/json",
+                     extra_headers)
+
+    def headers_report(self, body_length=None):
+        return {
+            "origin": self.origin.name,
+            "method": self.command,
+            "path": self.path,
+            "version": self.request_version,
+            "request_line": self.requestline,
+            "headers": [[k, v] for k, v in self.headers.items()],
+            "body_length": body_length,
+        }
+
+    # -- endpoints -----------------------------------------------------------
+
+    def _route(self):
+        path = self.path
+        bare = path.split("?", 1)[0]
+        query = path.split("?", 1)[1] if "?" in path else ""
+        parts = bare.split("/")
+
+        if bare == "/echo":
+            body = self.read_body()
+            self.respond(200, body, self.headers.get("Content-Type",
+                                                     "application/octet-stream"))
+            return
+
+        if bare == "/stream-echo":
+            # Content-Length body echoed back while it is still arriving.
+            length = int(self.headers.get("Content-Length", "0"))
+            self.send_response(200)
+            self._common_headers()
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            for piece in self.body_chunks():
+                self.wfile.write(piece)
+            return
+
+        if bare == "/sha256":
+            m = re.search(r"(?:^|&)wait=(\d+)", query)
+            if m:  # read the body late: the gateway must apply backpressure
+                time.sleep(int(m.group(1)) / 1000.0)
+            h = hashlib.sha256()
+            n = 0
+            for piece in self.body_chunks():
+                h.update(piece)
+                n += len(piece)
+            self.respond_json(200, {
+                "sha256": h.hexdigest(), "length": n,
+                "chunked": self._is_chunked(),
+                "trailers": self.request_trailers,
+                "content_length": self.headers.get("Content-Length"),
+            })
+            return
+
+        if len(parts) == 3 and parts[1] == "bytes":
+            n = int(parts[2])
+            self.drain_body()
+            self.send_response(200)
+            self._common_headers()
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            if self.command != "HEAD":
+                for piece in pattern_chunks(n):
+                    self.wfile.write(piece)
+            return
+
+        if len(parts) == 3 and parts[1] == "chunked":
+            n = int(parts[2])
+            trailers = "trailers=1" in query
+            self.drain_body()
+            self.send_response(200)
+            self._common_headers()
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            if trailers:
+                self.send_header("Trailer", "X-Body-Sha256")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            sizes = [1, 7, 100, 4096, 65521, 3000, 16384]
+            offset = 0
+            i = 0
+            while offset < n:
+                size = min(sizes[i % len(sizes)], n - offset)
+                i += 1
+                data = pattern_slice(offset, size)
+                offset += size
+                self.wfile.write(b"%x\r\n%s\r\n" % (size, data))
+            tail_ = b"0\r\n"
+            if trailers:
+                tail_ += b"X-Body-Sha256: " + pattern_sha256(n).encode() + b"\r\n"
+            self.wfile.write(tail_ + b"\r\n")
+            return
+
+        if len(parts) == 3 and parts[1] == "slow":
+            ms = int(parts[2])
+            self.drain_body()
+            time.sleep(ms / 1000.0)
+            self.respond(200, b"slept %d" % ms)
+            return
+
+        if len(parts) == 3 and parts[1] == "status":
+            code = int(parts[2])
+            self.drain_body()
+            self.respond(code, b"status %d\n" % code)
+            return
+
+        if bare == "/silent":
+            # Read the request, never answer; give up when the test ends.
+            self.origin.stop_event.wait(300)
+            self.close_connection = True
+            return
+
+        if bare == "/close":
+            self.drain_body()
+            self.respond(200, b"closing\n", close=True)
+            return
+
+        if bare == "/close-later":
+            # Answer as if keeping the connection alive, then close it
+            # shortly after: the gateway's pooled connection goes stale.
+            self.drain_body()
+            self.respond(200, b"closing later\n")
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.close_connection = True
+            return
+
+        if bare == "/drop":
+            # Read the request, then close without any response.
+            self.drain_body()
+            self.close_connection = True
+            return
+
+        if bare == "/garbage":
+            self.drain_body()
+            self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
+            self.close_connection = True
+            return
+
+        if bare == "/hop-response":
+            self.drain_body()
+            self.respond(200, b"hop\n", extra_headers=[
+                ("Connection", "X-Resp-Hop"),
+                ("X-Resp-Hop", "secret"),
+                ("Keep-Alive", "timeout=5"),
+                ("X-Origin-Custom", "yes"),
+                ("Set-Cookie", "a=1; Path=/"),
+                ("Set-Cookie", "b=2; Path=/"),
+            ])
+            return
+
+        # /headers and everything else: report what arrived, as JSON.
+        n = self.drain_body()
+        self.respond_json(200, self.headers_report(body_length=n))
+
+
+class _OriginServerMixin:
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 512
+    allow_reuse_address = True
+
+    def process_request(self, request, client_address):
+        self.origin._note_accept()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        self.origin._note_close()
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # Broken connections are normal in these tests; record, don't print.
+        self.origin.errors.append(repr(sys.exc_info()[1]))
+
+
+class _TCPOriginServer(_OriginServerMixin, ThreadingHTTPServer):
+    pass
+
+
+class _UnixOriginServer(_OriginServerMixin, socketserver.ThreadingMixIn,
+                        socketserver.UnixStreamServer):
+    pass
+
+
+class Origin:
+    """A threaded HTTP/1.1 origin on loopback TCP (or a unix socket).
+
+    Counters (read them through the properties; they are thread-safe):
+      connections      TCP connections accepted so far
+      open_connections connections currently open
+      requests         request lines received (parsable or not)
+      paths            list of request targets received, in order
+    """
+
+    def __init__(self, name="origin", unix_path=None):
+        self.name = name
+        self.unix_path = unix_path
+        self._lock = threading.Lock()
+        self._connections = 0
+        self._open = 0
+        self._requests = 0
+        self._paths = []
+        self._request_lines = []
+        self.errors = []
+        self.stop_event = threading.Event()
+        if unix_path:
+            self.server = _UnixOriginServer(unix_path, OriginHandler)
+            self.port = None
+        else:
+            self.server = _TCPOriginServer((LOOPBACK, 0), OriginHandler)
+            self.port = self.server.server_address[1]
+        self.server.origin = self
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="origin-" + name, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self):
+        if self.unix_path:
+            return "unix:" + self.unix_path
+        return "%s:%d" % (LOOPBACK, self.port)
+
+    def _note_accept(self):
+        with self._lock:
+            self._connections += 1
+            self._open += 1
+
+    def _note_close(self):
+        with self._lock:
+            self._open -= 1
+
+    def _note_request(self, line):
+        with self._lock:
+            self._requests += 1
+            self._request_lines.append(line)
+
+    def _note_path(self, path, method):
+        with self._lock:
+            self._paths.append(path)
+
+    @property
+    def connections(self):
+        with self._lock:
+            return self._connections
+
+    @property
+    def open_connections(self):
+        with self._lock:
+            return self._open
+
+    @property
+    def requests(self):
+        with self._lock:
+            return self._requests
+
+    @property
+    def paths(self):
+        with self._lock:
+            return list(self._paths)
+
+    @property
+    def request_lines(self):
+        with self._lock:
+            return list(self._request_lines)
+
+    def stop(self):
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+
+
+class BlackHole:
+    """A listening socket that never accepts and never answers: connects
+    succeed (kernel backlog), requests go nowhere."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    @property
+    def address(self):
+        return "%s:%d" % (LOOPBACK, self.port)
+
+    def stop(self):
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# WebSocket echo peer
+# --------------------------------------------------------------------------
+
+class WebSocketPeer:
+    """websockets echo server on its own thread and event loop.
+
+    Paths: anything echoes every message back; "/ws/close" closes at once
+    with code 4001, reason "bye"."""
+
+    def __init__(self):
+        import websockets  # python3-websockets (Debian 10.4)
+        self._websockets = websockets
+        self.connections = 0
+        self.open = 0
+        self.paths = []
+        self.port = None
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="ws-peer",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("websocket peer did not start")
+
+    async def _handler(self, ws):
+        self.connections += 1
+        self.open += 1
+        self.paths.append(ws.path)
+        try:
+            if ws.path.startswith("/ws/close"):
+                await ws.close(4001, "bye")
+                return
+            async for message in ws:
+                await ws.send(message)
+        except self._websockets.ConnectionClosed:
+            pass
+        finally:
+            self.open -= 1
+
+    def _run(self):
+        asyncio.set_event_loop(self._loop)
+
+        async def start():
+            return await self._websockets.serve(
+                self._handler, LOOPBACK, 0, max_size=None,
+                ping_interval=None, compression=None)
+
+        self._server = self._loop.run_until_complete(start())
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    @property
+    def address(self):
+        return "%s:%d" % (LOOPBACK, self.port)
+
+    def stop(self):
+        def _close():
+            self._server.close()
+        try:
+            self._loop.call_soon_threadsafe(_close)
+            fut = asyncio.run_coroutine_threadsafe(self._server.wait_closed(),
+                                                   self._loop)
+            fut.result(5)
+        except Exception:
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+# --------------------------------------------------------------------------
+# The gateway process
+# --------------------------------------------------------------------------
+
+def base_config(port, routes, **overrides):
+    """A minimal gateway config: one worker, access log off, given routes.
+    Keyword overrides: limits={...} and upstream_pool={...} are merged into
+    their sections; anything else replaces the top-level key."""
+    config = {
+        "listen": ["%s:%d" % (LOOPBACK, port)],
+        "workers": 1,
+        "access_log": "off",
+        "routes": routes,
+    }
+    for key, value in overrides.items():
+        if key in ("limits", "upstream_pool") and isinstance(value, dict):
+            config.setdefault(key, {}).update(value)
+        else:
+            config[key] = value
+    return config
+
+
+def route(id, host, upstream, path_prefix="/", strip_prefix=False,
+          protocol="http1", **extra):
+    r = {"id": id, "host": host, "path_prefix": path_prefix,
+         "strip_prefix": strip_prefix, "upstream": upstream,
+         "protocol": protocol}
+    r.update(extra)
+    return r
+
+
+class GatewayError(AssertionError):
+    pass
+
+
+class Gateway:
+    """The real spacegate binary, run as a subprocess."""
+
+    def __init__(self, config, tmpdir=None, extra_args=(), port=None):
+        self.own_tmp = tmpdir is None
+        self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="spacegate-it-")
+        self.config = config
+        if port is None:
+            listen = config.get("listen") or []
+            port = int(listen[0].rsplit(":", 1)[1]) if listen else None
+        self.port = port
+        self.extra_args = list(extra_args)
+        self.config_path = os.path.join(self.tmpdir, "config.yaml")
+        self.stdout_path = os.path.join(self.tmpdir, "gateway.stdout")
+        self.stderr_path = os.path.join(self.tmpdir, "gateway.stderr")
+        self.proc = None
+        self.returncode = None
+        self.starts = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def write_config(self):
+        with open(self.config_path, "w") as f:
+            json.dump(self.config, f, indent=2)
+            f.write("\n")
+
+    def start(self, timeout=10.0):
+        if not os.path.exists(BINARY):
+            raise unittest.SkipTest("gateway binary not found: %s" % BINARY)
+        self.write_config()
+        self.starts += 1
+        mode = "w" if self.starts == 1 else "a"
+        self._out = open(self.stdout_path, mode + "b")
+        self._err = open(self.stderr_path, mode + "b")
+        self.proc = subprocess.Popen(
+            [BINARY, "--config", self.config_path] + self.extra_args,
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+            cwd=self.tmpdir)
+        self.returncode = None
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.returncode = rc
+                raise GatewayError(
+                    "gateway exited with code %s during start-up\n"
+                    "command: %s\nconfig:\n%s\nstderr:\n%s" % (
+                        rc, " ".join(self.proc.args),
+                        json.dumps(self.config, indent=2),
+                        tail(self.stderr())))
+            try:
+                socket.create_connection((LOOPBACK, self.port),
+                                         timeout=1.0).close()
+                return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise GatewayError(
+                    "gateway did not accept on %s:%d within %.0f s\nstderr:\n%s"
+                    % (LOOPBACK, self.port, timeout, tail(self.stderr())))
+            time.sleep(0.05)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        """Wait for exit; returns the exit code or None on timeout."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+            return self.returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; SIGKILL after timeout. Returns the exit code
+        (negative for death by signal)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if self.wait(timeout) is None:
+                self.kill()
+        self.returncode = self.proc.poll()
+        self._close_files()
+        return self.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.returncode = self.proc.poll() if self.proc else None
+        self._close_files()
+
+    def _close_files(self):
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f is not None and not f.closed:
+                f.close()
+
+    def cleanup(self):
+        self.kill()
+        if self.own_tmp and not KEEP_TMP:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    # -- observation ---------------------------------------------------------
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stdout(self):
+        try:
+            with open(self.stdout_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def fd_targets(self):
+        """{fd: readlink target} for the gateway's open descriptors."""
+        out = {}
+        base = "/proc/%d/fd" % self.pid
+        for name in os.listdir(base):
+            try:
+                out[int(name)] = os.readlink(os.path.join(base, name))
+            except OSError:
+                pass
+        return out
+
+    def status_kib(self, field):
+        """A field of /proc/PID/status in KiB, e.g. VmRSS or VmHWM."""
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise KeyError(field)
+
+    def rss_mib(self):
+        return self.status_kib("VmRSS") / 1024.0
+
+    def hwm_mib(self):
+        return self.status_kib("VmHWM") / 1024.0
+
+    def threads(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+        return None
+
+
+def run_gateway_once(config_path, args=(), timeout=15):
+    """Run the binary to completion (for --check and bad-config cases).
+    Returns CompletedProcess with text stdout/stderr."""
+    if not os.path.exists(BINARY):
+        raise unittest.SkipTest("gateway binary not found: %s" % BINARY)
+    return subprocess.run([BINARY, "--config", config_path] + list(args),
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# Raw HTTP client helpers
+# --------------------------------------------------------------------------
+
+class Response:
+    def __init__(self, version, status, reason, headers, body, trailers=None,
+                 chunked=False, raw_head=b""):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers          # list of (name, value), in order
+        self.body = body
+        self.trailers = trailers or []
+        self.chunked = chunked
+        self.raw_head = raw_head
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def has_token(self, name, token):
+        values = ",".join(self.header_all(name)).lower()
+        return token.lower() in [t.strip() for t in values.split(",")]
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<Response %s %s %r body=%d bytes %r>" % (
+            self.status, self.reason, self.headers, len(self.body),
+            self.body[:200])
+
+
+class IncompleteResponse(Exception):
+    pass
+
+
+class _Reader:
+    """Buffered reader over a socket (or over fixed bytes)."""
+
+    def __init__(self, sock=None, data=b""):
+        self.sock = sock
+        self.buf = bytearray(data)
+        self.eof = sock is None
+
+    def _fill(self):
+        if self.eof:
+            return False
+        try:
+            data = self.sock.recv(262144)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def read_until(self, delim, limit=1 << 20):
+        while True:
+            idx = self.buf.find(delim)
+            if idx >= 0:
+                out = bytes(self.buf[:idx + len(delim)])
+                del self.buf[:idx + len(delim)]
+                return out
+            if len(self.buf) > limit:
+                raise IncompleteResponse("line too long")
+            if not self._fill():
+                raise IncompleteResponse(
+                    "eof before %r; have %r" % (delim, bytes(self.buf[:200])))
+
+    def read_exact(self, n, sink=None):
+        """Read n bytes; with sink, pass pieces to it instead of returning."""
+        parts = []
+        while n:
+            if not self.buf and not self._fill():
+                raise IncompleteResponse("eof with %d body bytes missing" % n)
+            take = min(n, len(self.buf))
+            piece = bytes(self.buf[:take])
+            del self.buf[:take]
+            n -= take
+            if sink:
+                sink(piece)
+            else:
+                parts.append(piece)
+        return b"".join(parts)
+
+    def read_to_eof(self, sink=None):
+        parts = []
+        while True:
+            if self.buf:
+                piece = bytes(self.buf)
+                self.buf.clear()
+                if sink:
+                    sink(piece)
+                else:
+                    parts.append(piece)
+            if not self._fill():
+                break
+        return b"".join(parts)
+
+    def at_eof(self):
+        """True if no buffered bytes and the peer has closed (may block
+        up to the socket timeout)."""
+        if self.buf:
+            return False
+        return not self._fill()
+
+
+def _read_response(reader, method="GET", sink=None):
+    """Read one response (skipping 1xx interim responses unless the status is
+    101). Body is returned unless sink is given (then it gets the pieces)."""
+    while True:
+        head = reader.read_until(b"\r\n\r\n", limit=1 << 20)
+        lines = head[:-4].split(b"\r\n")
+        status_line = lines[0].decode("latin-1")
+        m = re.match(r"^(HTTP/\d\.\d) (\d{3})(?: (.*))?$", status_line)
+        if not m:
+            raise IncompleteResponse("bad status line %r" % status_line)
+        version, status, reason = m.group(1), int(m.group(2)), m.group(3) or ""
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise IncompleteResponse("bad header line %r" % line)
+            headers.append((name, value.strip()))
+        resp = Response(version, status, reason, headers, b"", raw_head=head)
+        if 100 <= status < 200 and status != 101:
+            continue  # interim response
+        break
+    if method == "HEAD" or status in (204, 304) or status == 101:
+        return resp
+    te = ",".join(resp.header_all("Transfer-Encoding")).lower()
+    if te:
+        if [c.strip() for c in te.split(",")][-1] != "chunked":
+            raise IncompleteResponse("response with TE not ending in chunked")
+        resp.chunked = True
+        parts = []
+        while True:
+            line = reader.read_until(b"\r\n")
+            size = int(line[:-2].split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                break
+            data = reader.read_exact(size, sink)
+            if not sink:
+                parts.append(data)
+            if reader.read_exact(2) != b"\r\n":
+                raise IncompleteResponse("bad chunk terminator")
+        while True:
+            line = reader.read_until(b"\r\n")
+            if line == b"\r\n":
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            resp.trailers.append((name.strip(), value.strip()))
+        resp.body = b"".join(parts)
+        return resp
+    cl = resp.header_all("Content-Length")
+    if cl:
+        resp.body = reader.read_exact(int(cl[0]), sink)
+        return resp
+    resp.body = reader.read_to_eof(sink)
+    return resp
+
+
+def parse_responses(data, methods=None):
+    """Parse every complete response in `data` (bytes). Returns
+    (responses, leftover_error_or_None)."""
+    reader = _Reader(data=data)
+    out = []
+    i = 0
+    while reader.buf:
+        method = (methods[i] if methods and i < len(methods) else "GET")
+        try:
+            out.append(_read_response(reader, method))
+        except (IncompleteResponse, ValueError) as e:
+            return out, e
+        i += 1
+    return out, None
+
+
+def connect(port, timeout=10.0, host=LOOPBACK):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_until_close(sock, timeout=5.0, limit=64 * MiB):
+    """Read until the peer closes or `timeout` passes without the close.
+    Returns (data, closed, elapsed_seconds)."""
+    start = time.monotonic()
+    deadline = start + timeout
+    chunks = []
+    total = 0
+    closed = False
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            break
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+        if not data:
+            closed = True
+            break
+        chunks.append(data)
+        total += len(data)
+        if total > limit:
+            break
+    return b"".join(chunks), closed, time.monotonic() - start
+
+
+def raw_exchange(port, data, timeout=5.0, shut_write=False):
+    """Open a connection, send `data`, read until close or timeout.
+    Returns (bytes_received, closed_by_peer, elapsed)."""
+    s = connect(port, timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+            if shut_write:
+                s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_until_close(s, timeout)
+    finally:
+        s.close()
+
+
+class RawConn:
+    """One client connection; write raw bytes, read responses one by one."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = connect(port, timeout)
+        self.reader = _Reader(self.sock)
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, method, path, host="app.test", headers=(), body=None,
+                version="HTTP/1.1"):
+        self.send(build_request(method, path, host, headers, body, version))
+
+    def response(self, method="GET", sink=None, timeout=None):
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        return _read_response(self.reader, method, sink)
+
+    def roundtrip(self, method, path, host="app.test", headers=(), body=None):
+        self.request(method, path, host, headers, body)
+        return self.response(method)
+
+    def closed_by_peer(self, timeout=3.0):
+        """True if the peer closes (EOF/RST) within timeout with no further
+        bytes; False if it stays open. Raises if unexpected bytes arrive."""
+        self.sock.settimeout(timeout)
+        if self.reader.buf:
+            raise AssertionError("unexpected bytes: %r" % bytes(self.reader.buf[:200]))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+        if data:
+            raise AssertionError("unexpected bytes: %r" % data[:200])
+        return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def build_request(method, path, host="app.test", headers=(), body=None,
+                  version="HTTP/1.1"):
+    lines = ["%s %s %s" % (method, path, version)]
+    if host is not None:
+        lines.append("Host: " + host)
+    names = {k.lower() for k, _ in headers}
+    for k, v in headers:
+        lines.append("%s: %s" % (k, v))
+    if body is not None and "content-length" not in names and \
+            "transfer-encoding" not in names:
+        lines.append("Content-Length: %d" % len(body))
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + (body or b"")
+
+
+def chunk_encode(pieces, trailers=()):
+    out = bytearray()
+    for p in pieces:
+        if p:
+            out += b"%x\r\n" % len(p) + p + b"\r\n"
+    out += b"0\r\n"
+    for k, v in trailers:
+        out += ("%s: %s\r\n" % (k, v)).encode()
+    out += b"\r\n"
+    return bytes(out)
+
+
+def http_get(port, path, host="app.test", headers=None, timeout=15.0,
+             method="GET", body=None):
+    """One request on a fresh http.client connection.
+    Returns (status, headers list, body bytes)."""
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        h = {"Host": host}
+        h.update(headers or {})
+        conn.request(method, path, body=body, headers=h)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.getheaders(), data
+    finally:
+        conn.close()
+
+
+def curl(args, timeout=120):
+    """Run curl; returns CompletedProcess (bytes)."""
+    return subprocess.run(["curl", "-sS"] + list(args), capture_output=True,
+                          timeout=timeout)
+
+
+def short_text_body_problem(resp):
+    """None if resp carries a short text error body, else a description."""
+    if not resp.body:
+        return "empty body"
+    if len(resp.body) > 2048:
+        return "body is %d bytes, expected a short text" % len(resp.body)
+    ctype = (resp.header("Content-Type") or "").lower()
+    if ctype and not ctype.startswith("text/"):
+        return "Content-Type %r is not text/*" % ctype
+    try:
+        resp.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8 text: %r" % resp.body[:100]
+    return None
+
+
+# --------------------------------------------------------------------------
+# unittest base class
+# --------------------------------------------------------------------------
+
+class GatewayTestCase(unittest.TestCase):
+    """Starts an origin (and optionally a WebSocket peer) and one gateway for
+    the class. Subclasses override make_config(cls) and may set
+    WITH_WEBSOCKET = True. If a test leaves the gateway dead, that test fails
+    with the gateway's stderr and the next test gets a fresh gateway."""
+
+    WITH_WEBSOCKET = False
+    HOST = "app.test"
+
+    @classmethod
+    def make_config(cls):
+        return base_config(cls.gateway_port,
+                           [route("r1", cls.HOST, cls.origin.address)])
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(BINARY):
+            raise unittest.SkipTest("gateway binary not found: %s" % BINARY)
+        cls.tmpdir = tempfile.mkdtemp(prefix="spacegate-it-")
+        cls.origin = Origin("origin")
+        cls.ws_peer = WebSocketPeer() if cls.WITH_WEBSOCKET else None
+        cls.gateway_port = free_port()
+        cls.extra_setup()
+        cls.gateway = Gateway(cls.make_config(), tmpdir=cls.tmpdir)
+        try:
+            cls.gateway.start()
+        except Exception:
+            cls._teardown_resources()
+            raise
+        cls.port = cls.gateway_port
+
+    @classmethod
+    def extra_setup(cls):
+        pass
+
+    @classmethod
+    def extra_teardown(cls):
+        pass
+
+    @classmethod
+    def _teardown_resources(cls):
+        gw = getattr(cls, "gateway", None)
+        if gw is not None:
+            gw.stop()
+        cls.extra_teardown()
+        if cls.ws_peer is not None:
+            cls.ws_peer.stop()
+        cls.origin.stop()
+        if not KEEP_TMP:
+            shutil.rmtree(cls.tmpdir, ignore_errors=True)
+        else:
+            print("kept temp dir %s" % cls.tmpdir, file=sys.stderr)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown_resources()
+
+    def setUp(self):
+        if not self.gateway.alive():
+            # An earlier test killed it; give this test a fresh one.
+            self.gateway.start()
+
+    def tearDown(self):
+        if not self.gateway.alive():
+            rc = self.gateway.proc.poll()
+            self.fail("gateway died during this test (exit code %s); stderr:\n%s"
+                      % (rc, tail(self.gateway.stderr())))
+
+    # -- conveniences ------------------------------------------------------
+
+    def get(self, path, host=None, headers=None, method="GET", body=None,
+            timeout=15.0):
+        return http_get(self.port, path, host or self.HOST, headers, timeout,
+                        method, body)
+
+    def raw(self, data, timeout=5.0):
+        return raw_exchange(self.port, data, timeout)
+
+    def settle_origin(self, expected_requests=None, timeout=1.0):
+        """Give in-flight forwarded requests time to land at the origin."""
+        if expected_requests is None:
+            time.sleep(timeout)
+            return self.origin.requests
+        return wait_until(lambda: self.origin.requests >= expected_requests,
+                          timeout) and self.origin.requests
+
+    def gateway_context(self):
+        return "\n--- gateway stderr (tail) ---\n%s" % tail(self.gateway.stderr(), 2000)
+
+
+def main():
+    unittest.main(verbosity=2)

@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""Header handling: X-Forwarded-*, X-Request-Id, hop-by-hop removal in both
+directions, Host and end-to-end headers preserved, request target passed
+through unchanged."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def seen(report, name):
+    """All values of header `name` the origin saw (case-insensitive)."""
+    return [v for k, v in report["headers"] if k.lower() == name.lower()]
+
+
+def joined(report, name):
+    return ", ".join(seen(report, name))
+
+
+class HeadersTest(h.GatewayTestCase):
+
+    def report(self, path="/headers", headers=(), host="app.test", method="GET",
+               body=None):
+        with h.RawConn(self.port) as c:
+            c.request(method, path, host=host, headers=headers, body=body)
+            r = c.response(method, timeout=15)
+        self.assertEqual(r.status, 200, "origin did not answer: %r" % r)
+        is_json = (r.header("Content-Type") or "").startswith("application/json")
+        return (r.json() if is_json else None), r
+
+    # -- forwarding headers ------------------------------------------------
+
+    def test_x_forwarded_for_added(self):
+        rep, _ = self.report()
+        xff = joined(rep, "X-Forwarded-For")
+        self.assertTrue(xff, "origin saw no X-Forwarded-For: %r" % rep["headers"])
+        self.assertEqual(xff.split(",")[-1].strip(), "127.0.0.1",
+                         "X-Forwarded-For should end with the client address: %r" % xff)
+
+    def test_x_forwarded_for_appended(self):
+        rep, _ = self.report(headers=[("X-Forwarded-For", "203.0.113.7")])
+        parts = [p.strip() for p in joined(rep, "X-Forwarded-For").split(",")]
+        self.assertEqual(parts, ["203.0.113.7", "127.0.0.1"],
+                         "the client's X-Forwarded-For must be kept and the client "
+                         "address appended: %r" % seen(rep, "X-Forwarded-For"))
+
+    def test_x_forwarded_proto_and_host(self):
+        rep, _ = self.report()
+        self.assertEqual(seen(rep, "X-Forwarded-Proto"), ["http"])
+        self.assertEqual(seen(rep, "X-Forwarded-Host"), ["app.test"])
+
+    def test_x_forwarded_proto_not_spoofable(self):
+        rep, _ = self.report(headers=[("X-Forwarded-Proto", "https")])
+        self.assertEqual(seen(rep, "X-Forwarded-Proto"), ["http"],
+                         "a client-sent X-Forwarded-Proto must be replaced on a "
+                         "plaintext listener")
+
+    def test_request_id_generated(self):
+        ids = []
+        for _ in range(3):
+            rep, _ = self.report()
+            rid = seen(rep, "X-Request-Id")
+            self.assertEqual(len(rid), 1, "expected one generated X-Request-Id, got %r" % rid)
+            self.assertGreaterEqual(len(rid[0]), 8, "request id %r looks too short" % rid[0])
+            ids.append(rid[0])
+        self.assertEqual(len(set(ids)), 3, "generated request ids repeat: %r" % ids)
+
+    def test_request_id_kept(self):
+        rep, _ = self.report(headers=[("X-Request-Id", "client-id-123")])
+        self.assertEqual(seen(rep, "X-Request-Id"), ["client-id-123"],
+                         "a client-sent X-Request-Id must be passed on unchanged")
+
+    # -- hop-by-hop --------------------------------------------------------
+
+    def test_hop_by_hop_request_headers_removed(self):
+        rep, _ = self.report(headers=[
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("X-Secret-Hop", "must-not-pass"),
+            ("TE", "gzip"),
+            ("X-End-To-End", "must-pass"),
+        ])
+        for name in ("Connection", "Keep-Alive", "Proxy-Connection", "X-Secret-Hop"):
+            self.assertEqual(seen(rep, name), [],
+                             "hop-by-hop header %s reached the origin: %r"
+                             % (name, seen(rep, name)))
+        te = [v for v in seen(rep, "TE") if v.strip().lower() != "trailers"]
+        self.assertEqual(te, [], "TE other than 'trailers' reached the origin: %r" % te)
+        self.assertEqual(seen(rep, "X-End-To-End"), ["must-pass"])
+
+    def test_connection_close_token_not_forwarded(self):
+        with h.RawConn(self.port) as c:
+            c.request("GET", "/headers", headers=[("Connection", "close")])
+            r = c.response(timeout=10)
+        rep = r.json()
+        self.assertEqual(seen(rep, "Connection"), [],
+                         "the client's Connection header reached the origin")
+
+    def test_hop_by_hop_response_headers_removed(self):
+        _, r = self.report("/hop-response")
+        self.assertEqual(r.header_all("X-Resp-Hop"), [],
+                         "a header the origin named in Connection reached the client")
+        self.assertEqual(r.header_all("Keep-Alive"), [],
+                         "the origin's Keep-Alive header reached the client")
+        for v in r.header_all("Connection"):
+            self.assertNotIn("x-resp-hop", v.lower(),
+                             "the origin's Connection header reached the client")
+        self.assertEqual(r.header("X-Origin-Custom"), "yes")
+
+    # -- preserved things --------------------------------------------------
+
+    def test_host_preserved(self):
+        rep, _ = self.report()
+        self.assertEqual(seen(rep, "Host"), ["app.test"])
+        rep, _ = self.report(host="app.test:%d" % self.port)
+        self.assertEqual(seen(rep, "Host"), ["app.test:%d" % self.port],
+                         "Host with a port must reach the origin unchanged")
+
+    def test_end_to_end_headers_preserved(self):
+        long_value = "v" * 2000
+        rep, _ = self.report(headers=[
+            ("X-Dup", "one"), ("X-Dup", "two"),
+            ("x-lower-case", "Mixed Value"),
+            ("X-Long", long_value),
+            ("X-Empty", ""),
+            ("X-Special", "a=b; c=\"d,e\"; f"),
+            ("Authorization", "Bearer opaque-token"),
+            ("Cookie", "k=v"),
+            ("User-Agent", "integration-test/1.0"),
+        ])
+        self.assertEqual(", ".join(seen(rep, "X-Dup")), "one, two",
+                         "repeated header lost or reordered: %r" % seen(rep, "X-Dup"))
+        self.assertEqual(seen(rep, "X-Lower-Case"), ["Mixed Value"])
+        self.assertEqual(seen(rep, "X-Long"), [long_value])
+        self.assertEqual(seen(rep, "X-Empty"), [""], "empty header value dropped")
+        self.assertEqual(seen(rep, "X-Special"), ["a=b; c=\"d,e\"; f"])
+        self.assertEqual(seen(rep, "Authorization"), ["Bearer opaque-token"])
+        self.assertEqual(seen(rep, "Cookie"), ["k=v"])
+        self.assertEqual(seen(rep, "User-Agent"), ["integration-test/1.0"])
+
+    def test_request_target_unchanged(self):
+        for target in ["/headers?a=1&b=%20x&c", "/headers/%2F/enc%3Fd?q=%26",
+                       "/headers//double//slashes", "/headers?"]:
+            with self.subTest(target=target):
+                rep, _ = self.report(target)
+                self.assertEqual(rep["path"], target,
+                                 "the request target was rewritten")
+
+    def test_methods_passed_through(self):
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]:
+            with self.subTest(method=method):
+                body = b"payload" if method in ("POST", "PUT", "PATCH") else None
+                rep, _ = self.report(method=method, body=body)
+                self.assertEqual(rep["method"], method)
+                if body:
+                    self.assertEqual(rep["body_length"], len(body))
+
+    def test_response_headers_preserved(self):
+        _, r = self.report("/hop-response")
+        self.assertEqual(r.header_all("Set-Cookie"), ["a=1; Path=/", "b=2; Path=/"],
+                         "Set-Cookie lines must stay separate and in order")
+        self.assertEqual(r.header("X-Origin-Name"), "origin")
+
+
+if __name__ == "__main__":
+    h.main()
