@@ -38,6 +38,15 @@ void OutboundWrite::hold(const SlabRef& slab) {
   holds_.push_back(slab);
 }
 
+std::string OutboundWrite::flatten() const {
+  std::string bytes;
+  bytes.reserve(bytes_);
+  for (const Segment& segment : segments_) {
+    bytes.append(segment.data ? segment.data : generated_.data() + segment.offset, segment.size);
+  }
+  return bytes;
+}
+
 void OutboundWrite::clear() {
   segments_.clear();
   buffers_.clear();

@@ -32,6 +32,9 @@ class OutboundWrite {
   void hold(const SlabRef& slab);
   size_t size() const { return bytes_; }
   bool empty() const { return segments_.empty(); }
+  size_t segmentCount() const { return segments_.size(); }
+  // The bytes as one string (tests and fuzzers; the data path never copies).
+  std::string flatten() const;
 
  private:
   friend class WriteQueue;

@@ -75,7 +75,9 @@ const Route* RouteTable::longestPrefix(const HostRoutes& candidates, std::string
 const Route* RouteTable::match(std::string_view host, std::string_view path) const {
   std::string name = normaliseHost(host);
   if (auto exact = exact_.find(name); exact != exact_.end()) {
-    if (const Route* route = longestPrefix(exact->second, path)) return route;
+    // A host with routes of its own is never served by a wildcard route:
+    // its unmatched paths are a 404, not another Gitspace's traffic.
+    return longestPrefix(exact->second, path);
   }
   size_t dot = name.find('.');
   if (dot != std::string::npos && dot > 0 && !wildcard_.empty()) {

@@ -1,6 +1,6 @@
 // RouteTable: an immutable snapshot of all routes, built once and then only
 // read (by every worker, without locks). Lookup hashes the host (exact, then
-// the one-label wildcard), then picks the longest matching path prefix among
+// the one-label wildcard, only for hosts without exact routes), then picks the longest matching path prefix among
 // that host's few routes: the cost does not grow with the number of routes.
 #pragma once
 

@@ -1,0 +1,257 @@
+#include "http1/message_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+namespace spacegate {
+namespace {
+
+using HeadStatus = Http1MessageParser::HeadStatus;
+
+class CollectingHandler : public Http1MessageParser::BodyHandler {
+ public:
+  void onBodyData(const char* data, size_t size) override { body.append(data, size); }
+  void onMessageComplete(const std::vector<std::pair<std::string, std::string>>& fields) override {
+    complete = true;
+    trailers = fields;
+  }
+  std::string body;
+  bool complete = false;
+  std::vector<std::pair<std::string, std::string>> trailers;
+};
+
+struct ParsedRequest {
+  std::shared_ptr<std::string> bytes;  // the head's views point into it
+  HeadStatus status;
+  int error_status = 0;
+  RequestHead head;
+};
+
+ParsedRequest parseRequest(const std::string& bytes, Limits limits = {}) {
+  static Limits stored;
+  stored = limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kRequest, stored);
+  ParsedRequest parsed;
+  parsed.bytes = std::make_shared<std::string>(bytes);
+  parsed.status = parser.parseHead(parsed.bytes->data(), parsed.bytes->size(), parsed.head);
+  parsed.error_status = parser.errorStatus();
+  return parsed;
+}
+
+TEST(MessageParserTest, ParsesRequestHeadInPlace) {
+  std::string bytes = "GET /a/b?c=d HTTP/1.1\r\nHost: Example.test:8080\r\nX-Y:  spaced value  \r\n\r\n";
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
+  RequestHead head;
+  ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kComplete);
+  EXPECT_EQ(head.method_name, "GET");
+  EXPECT_EQ(head.path, "/a/b?c=d");
+  EXPECT_EQ(head.host, "Example.test:8080");
+  ASSERT_EQ(head.headers.size(), 2u);
+  EXPECT_EQ(head.headers[1].name, "X-Y");
+  EXPECT_EQ(head.headers[1].value, "spaced value");
+  EXPECT_EQ(head.headers[1].raw_line, "X-Y:  spaced value  \r\n");
+  // Views point into the input: nothing was copied.
+  EXPECT_GE(head.headers[0].name.data(), bytes.data());
+  EXPECT_LT(head.headers[0].name.data(), bytes.data() + bytes.size());
+  EXPECT_EQ(head.framing, BodyFraming::kNone);
+  EXPECT_TRUE(head.keep_alive);
+  EXPECT_EQ(parser.headConsumed(), bytes.size());
+  EXPECT_FALSE(parser.expectsBody());
+}
+
+TEST(MessageParserTest, ContentLengthBodyStopsAtMessageEnd) {
+  std::string bytes = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
+  RequestHead head;
+  ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kComplete);
+  EXPECT_EQ(head.framing, BodyFraming::kContentLength);
+  EXPECT_EQ(head.content_length, 5u);
+  CollectingHandler handler;
+  size_t offset = parser.headConsumed();
+  auto result = parser.parseBody(bytes.data() + offset, bytes.size() - offset, handler);
+  EXPECT_TRUE(result.complete);
+  EXPECT_EQ(result.consumed, 5u);
+  EXPECT_EQ(handler.body, "hello");
+}
+
+TEST(MessageParserTest, ChunkedBodyAcrossReadsWithTrailers) {
+  std::string head_bytes = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string body = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n";
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
+  RequestHead head;
+  ASSERT_EQ(parser.parseHead(head_bytes.data(), head_bytes.size(), head), HeadStatus::kComplete);
+  EXPECT_EQ(head.framing, BodyFraming::kChunked);
+  CollectingHandler handler;
+  for (char c : body) {  // one byte per read
+    auto result = parser.parseBody(&c, 1, handler);
+    ASSERT_FALSE(result.error);
+  }
+  EXPECT_TRUE(handler.complete);
+  EXPECT_EQ(handler.body, "hello world");
+  ASSERT_EQ(handler.trailers.size(), 1u);
+  EXPECT_EQ(handler.trailers[0].first, "X-Checksum");
+  EXPECT_EQ(handler.trailers[0].second, "abc");
+}
+
+TEST(MessageParserTest, RejectsBadChunkSize) {
+  std::string head_bytes = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
+  RequestHead head;
+  ASSERT_EQ(parser.parseHead(head_bytes.data(), head_bytes.size(), head), HeadStatus::kComplete);
+  CollectingHandler handler;
+  std::string body = "zz\r\nhello\r\n0\r\n\r\n";
+  EXPECT_TRUE(parser.parseBody(body.data(), body.size(), handler).error);
+}
+
+TEST(MessageParserTest, SmugglingShapesAreRejected) {
+  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                         "Content-Length: 4\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\n"
+                         "Transfer-Encoding: chunked, gzip\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\n"
+                         "Transfer-Encoding: gzip, chunked\r\n\r\n").error_status, 501);
+  EXPECT_EQ(parseRequest("POST / HTTP/1.0\r\nHost: a\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX: \rTransfer-Encoding: chunked\r\n\r\n")
+                .error_status, 400);
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a b\r\n\r\n").error_status, 400);
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\n\r\n").error_status, 400);  // no Host
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n").error_status,
+            400);
+  EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n").error_status,
+            400);
+}
+
+TEST(MessageParserTest, BodyLimitRejectsDeclaredLength) {
+  Limits limits;
+  limits.request_body_size = 10;
+  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits)
+                .error_status, 413);
+  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", limits).status,
+            HeadStatus::kComplete);
+}
+
+TEST(MessageParserTest, AbsoluteFormTargetGivesHostAndPath) {
+  auto parsed = parseRequest("GET http://Gs-X.example/p?q HTTP/1.1\r\nHost: other\r\n\r\n");
+  ASSERT_EQ(parsed.status, HeadStatus::kComplete);
+  EXPECT_EQ(parsed.head.host, "Gs-X.example");
+  EXPECT_EQ(parsed.head.path, "/p?q");
+}
+
+TEST(MessageParserTest, UpgradeNeedsConnectionUpgrade) {
+  auto upgrade = parseRequest(
+      "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  ASSERT_EQ(upgrade.status, HeadStatus::kComplete);
+  EXPECT_TRUE(upgrade.head.upgrade);
+  auto no_connection = parseRequest("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+  ASSERT_EQ(no_connection.status, HeadStatus::kComplete);
+  EXPECT_FALSE(no_connection.head.upgrade);
+}
+
+TEST(MessageParserTest, Http10DefaultsToClose) {
+  auto parsed = parseRequest("GET / HTTP/1.0\r\n\r\n");
+  ASSERT_EQ(parsed.status, HeadStatus::kComplete);
+  EXPECT_FALSE(parsed.head.keep_alive);
+  auto keep = parseRequest("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  EXPECT_TRUE(keep.head.keep_alive);
+}
+
+TEST(MessageParserTest, PipelinedRequestsParseOneAfterAnother) {
+  std::string bytes = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
+  RequestHead first;
+  ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), first), HeadStatus::kComplete);
+  EXPECT_EQ(first.path, "/1");
+  size_t offset = parser.headConsumed();
+  parser.reset();
+  RequestHead second;
+  ASSERT_EQ(parser.parseHead(bytes.data() + offset, bytes.size() - offset, second),
+            HeadStatus::kComplete);
+  EXPECT_EQ(second.path, "/2");
+}
+
+TEST(MessageParserTest, ResponseFramingRules) {
+  Limits limits;
+  {
+    Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+    std::string bytes = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    ResponseHead head;
+    ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kComplete);
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.reason, "OK");
+    EXPECT_EQ(head.framing, BodyFraming::kChunked);
+  }
+  {
+    Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+    parser.setRequestMethod(HTTP_HEAD);
+    std::string bytes = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    ResponseHead head;
+    ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kComplete);
+    EXPECT_EQ(head.framing, BodyFraming::kNone);
+    EXPECT_FALSE(parser.expectsBody());
+  }
+  {
+    Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+    std::string bytes = "HTTP/1.0 200 OK\r\n\r\nuntil close";
+    ResponseHead head;
+    ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kComplete);
+    EXPECT_EQ(head.framing, BodyFraming::kUntilClose);
+    EXPECT_FALSE(head.keep_alive);
+    CollectingHandler handler;
+    size_t offset = parser.headConsumed();
+    auto result = parser.parseBody(bytes.data() + offset, bytes.size() - offset, handler);
+    EXPECT_FALSE(result.complete);
+    EXPECT_TRUE(parser.finishAtEof(handler));
+    EXPECT_EQ(handler.body, "until close");
+  }
+  for (const char* status : {"204 No Content", "304 Not Modified"}) {
+    Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+    std::string bytes = std::string("HTTP/1.1 ") + status + "\r\nContent-Length: 5\r\n\r\n";
+    ResponseHead head;
+    ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kComplete);
+    EXPECT_EQ(head.framing, BodyFraming::kNone) << status;
+  }
+}
+
+TEST(MessageParserTest, InterimResponseThenFinal) {
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+  std::string bytes = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+  ResponseHead interim;
+  ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), interim), HeadStatus::kComplete);
+  EXPECT_EQ(interim.status, 100);
+  size_t offset = parser.headConsumed();
+  parser.reset();
+  ResponseHead final_head;
+  ASSERT_EQ(parser.parseHead(bytes.data() + offset, bytes.size() - offset, final_head),
+            HeadStatus::kComplete);
+  EXPECT_EQ(final_head.status, 201);
+  offset += parser.headConsumed();
+  CollectingHandler handler;
+  auto result = parser.parseBody(bytes.data() + offset, bytes.size() - offset, handler);
+  EXPECT_TRUE(result.complete);
+  EXPECT_EQ(handler.body, "ok");
+}
+
+TEST(MessageParserTest, UpstreamTransferEncodingNotChunkedIsRefused) {
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+  std::string bytes = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+  ResponseHead head;
+  EXPECT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kError);
+  EXPECT_EQ(parser.errorStatus(), 502);
+}
+
+}  // namespace
+}  // namespace spacegate
