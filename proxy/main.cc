@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   std::string access_log;
   std::string log_level;
   bool check_only = false;
-  app.add_option("--config", config_file, "YAML (or JSON) config file")->check(CLI::ExistingFile);
+  app.add_option("--config", config_file, "YAML (or JSON) config file");
   app.add_option("--listen", listen, "address to listen on, e.g. 127.0.0.1:8080 (repeatable)");
   app.add_option("--workers", workers, "event loops (default: one per core)");
   app.add_option("--access-log", access_log, "access log: a file, \"stdout\" or \"off\"");

@@ -10,6 +10,26 @@ namespace {
 constexpr size_t kMaxLeadingEmptyLines = 4;
 
 bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
+// RFC 9110 tchar: what a field name is made of.
+constexpr bool isTokenByte(unsigned char c) {
+  if (c >= 'a' && c <= 'z') return true;
+  if (c >= 'A' && c <= 'Z') return true;
+  if (c >= '0' && c <= '9') return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
+  }
+  return false;
+}
+
+struct TokenTable {
+  bool token[256];
+  constexpr TokenTable() : token() {
+    for (int c = 0; c < 256; ++c) token[c] = isTokenByte(static_cast<unsigned char>(c));
+  }
+};
+constexpr TokenTable kTokenTable;
 }  // namespace
 
 HeaderBlockPrescan::Result HeaderBlockPrescan::checkStartLine(const char* line, size_t length) {
@@ -38,10 +58,23 @@ HeaderBlockPrescan::Result HeaderBlockPrescan::scan(const char* data, size_t siz
     if (c == '\0') return fail(Result::kMalformed, "NUL byte in header block");
     if (c == '\n') return fail(Result::kMalformed, "bare LF in header block");
     if (c != '\r') {
-      if (c == ':') line_has_colon_ = true;
       if (position_ == line_begin_ && (c == ' ' || c == '\t')) {
         if (seen_start_line_) return fail(Result::kMalformed, "obs-fold in header field");
         return fail(Result::kMalformed, "whitespace before start line");
+      }
+      if (seen_start_line_ || kind_ == Kind::kTrailers) {
+        unsigned char byte = static_cast<unsigned char>(c);
+        if (!line_has_colon_) {
+          // Field name: tokens only, so "Bad Name:" or "Name :" never pass.
+          if (c == ':') {
+            if (position_ == line_begin_) return fail(Result::kMalformed, "empty header name");
+            line_has_colon_ = true;
+          } else if (!kTokenTable.token[byte]) {
+            return fail(Result::kMalformed, "invalid character in header name");
+          }
+        } else if ((byte < 0x20 && c != '\t') || byte == 0x7f) {
+          return fail(Result::kMalformed, "control character in header value");
+        }
       }
       in_leading_empty_lines_ = false;
       ++position_;

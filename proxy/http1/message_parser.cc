@@ -40,6 +40,7 @@ Http1MessageParser::Http1MessageParser(Type type, const Limits& limits)
   settings_.on_message_begin = &onMessageBegin;
   settings_.on_header_field = &onHeaderField;
   settings_.on_header_value = &onHeaderValue;
+  settings_.on_header_field_complete = &onHeaderFieldComplete;
   settings_.on_headers_complete = &onHeadersComplete;
   settings_.on_body = &onBody;
   settings_.on_message_complete = &onMessageComplete;
@@ -51,6 +52,7 @@ void Http1MessageParser::reset() {
   prescan_.reset();
   head_ = nullptr;
   in_value_ = false;
+  in_name_ = false;
   headers_done_ = false;
   message_complete_ = false;
   head_consumed_ = 0;
@@ -66,30 +68,37 @@ void Http1MessageParser::reset() {
 
 int Http1MessageParser::onMessageBegin(llhttp_t*) { return 0; }
 
+// A field begins with its first name callback after the previous field's name
+// completed; a name may come in pieces only when split across reads (trailers).
 int Http1MessageParser::onHeaderField(llhttp_t* parser, const char* at, size_t length) {
   Http1MessageParser& parser_self = self(parser);
+  bool starts_field = !parser_self.in_name_;
+  parser_self.in_name_ = true;
+  parser_self.in_value_ = false;
   if (parser_self.headers_done_) {
     // Trailer field name (chunked body): copied, it may be split across reads.
     auto& trailers = parser_self.trailers_;
     parser_self.trailer_bytes_ += length;
-    if (trailers.empty() || parser_self.in_value_) {
+    if (starts_field) {
       if (trailers.size() >= parser_self.limits_.header_field_count) return -1;
       trailers.emplace_back();
     }
     if (parser_self.trailer_bytes_ > parser_self.limits_.header_block_size) return -1;
     trailers.back().first.append(at, length);
-    parser_self.in_value_ = false;
     return 0;
   }
   HeaderList& headers = parser_self.head_->headers;
-  if (headers.empty() || parser_self.in_value_) {
+  if (starts_field) {
     headers.push_back(HeaderField{std::string_view(at, length), std::string_view(at + length, 0), {}});
   } else {
-    // Same name continued (only across execute calls; kept for safety).
     HeaderField& field = headers.back();
     field.name = std::string_view(field.name.data(), at + length - field.name.data());
   }
-  parser_self.in_value_ = false;
+  return 0;
+}
+
+int Http1MessageParser::onHeaderFieldComplete(llhttp_t* parser) {
+  self(parser).in_name_ = false;
   return 0;
 }
 
@@ -189,9 +198,12 @@ Http1MessageParser::HeadStatus Http1MessageParser::parseHeadCommon(const char* d
 // Trims values and records each field's raw line (for zero-copy forwarding).
 bool Http1MessageParser::finishFields(MessageHead& head) {
   for (HeaderField& field : head.headers) {
-    const char* value_end = field.value.data() + field.value.size();
+    // Search from the end of the name: llhttp reports an empty value at the
+    // start of the next line, and no value holds a LF (the prescan saw to it).
+    const char* name_end = field.name.data() + field.name.size();
     const char* line_end = static_cast<const char*>(
-        std::memchr(value_end, '\n', static_cast<size_t>(head_end_ - value_end)));
+        std::memchr(name_end, '\n', static_cast<size_t>(head_end_ - name_end)));
+    if (field.value.empty()) field.value = std::string_view(name_end, 0);
     if (!line_end) {
       fail(type_ == Type::kRequest ? 400 : 502, "malformed header line");
       return false;

@@ -82,6 +82,7 @@ class Http1MessageParser {
   static int onMessageBegin(llhttp_t* parser);
   static int onHeaderField(llhttp_t* parser, const char* at, size_t length);
   static int onHeaderValue(llhttp_t* parser, const char* at, size_t length);
+  static int onHeaderFieldComplete(llhttp_t* parser);
   static int onHeadersComplete(llhttp_t* parser);
   static int onBody(llhttp_t* parser, const char* at, size_t length);
   static int onMessageComplete(llhttp_t* parser);
@@ -105,6 +106,7 @@ class Http1MessageParser {
   // Head phase state.
   MessageHead* head_ = nullptr;
   const char* head_end_ = nullptr;
+  bool in_name_ = false;   // inside a field name (llhttp may deliver it in pieces)
   bool in_value_ = false;
   bool headers_done_ = false;
   bool message_complete_ = false;

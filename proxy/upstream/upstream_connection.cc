@@ -230,7 +230,15 @@ void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf
     }
     if (nread == UV_EOF && self->response_head_seen_ && !self->response_complete_ &&
         self->head_.framing == BodyFraming::kUntilClose) {
-      if (self->parser_.finishAtEof(*self)) return;
+      if (self->parser_.finishAtEof(*self)) {
+        self->response_complete_ = true;
+        uv_timer_stop(&self->timer_);
+        const auto* trailers = self->completed_trailers_;
+        self->completed_trailers_ = nullptr;
+        // The upstream closed: never reused, but the response is whole.
+        if (self->owner_ && trailers) self->owner_->onUpstreamResponseComplete(*trailers);
+        return;
+      }
     }
     self->fail(UpstreamError::kClosedEarly);
     return;
@@ -294,7 +302,14 @@ void UpstreamConnection::processInput() {
       return;
     }
     inbound_.consume(result.consumed);
-    if (result.complete) return;
+    if (result.complete) {
+      response_complete_ = true;
+      uv_timer_stop(&timer_);
+      const auto* trailers = completed_trailers_;
+      completed_trailers_ = nullptr;
+      if (owner_ && trailers) owner_->onUpstreamResponseComplete(*trailers);
+      return;
+    }
     if (request_sent_) armTimer(limits_.upstream_response_timeout_ms);
   }
 }
@@ -305,9 +320,9 @@ void UpstreamConnection::onBodyData(const char* data, size_t size) {
 
 void UpstreamConnection::onMessageComplete(
     const std::vector<std::pair<std::string, std::string>>& trailers) {
-  response_complete_ = true;
-  uv_timer_stop(&timer_);
-  if (owner_) owner_->onUpstreamResponseComplete(trailers);
+  // Reported from processInput() once the response's bytes are consumed, so
+  // that the owner sees an accurate "nothing unread" when it hands us back.
+  completed_trailers_ = &trailers;
 }
 
 void UpstreamConnection::onWriteDone(WriteQueue& queue, int status) {

@@ -145,6 +145,7 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   WriteQueue writes_;
   Http1MessageParser parser_;
   ResponseHead head_;
+  const std::vector<std::pair<std::string, std::string>>* completed_trailers_ = nullptr;
 };
 
 }  // namespace spacegate

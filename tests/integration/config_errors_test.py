@@ -67,7 +67,7 @@ class BadConfigTest(ConfigTestBase):
     def assert_refused(self, path, key_path, needle=None, occurrence=1, reason_hint=None):
         text = open(path).read()
         for args, how in (((), "start"), (("--check",), "--check")):
-            r = h.run_gateway_once(path, args)
+            r = h.run_gateway_once(path, args, timeout=10)
             self.assertEqual(r.returncode, 2,
                              "%s with a bad config (%s): exit code %r, expected 2; "
                              "stderr: %r" % (how, key_path, r.returncode, r.stderr[-1500:]))

@@ -46,11 +46,10 @@ class ErrorsTest(h.GatewayTestCase):
     # -- helpers -----------------------------------------------------------
 
     def one_response(self, data, timeout=10):
-        got, closed, elapsed = self.raw(data, timeout=timeout)
-        responses, err = h.parse_responses(got)
-        self.assertTrue(responses, "no complete response (closed=%s, error=%r): %r%s"
-                        % (closed, err, got[:300], self.gateway_context()))
-        return responses[0], elapsed
+        resp, err, elapsed, got = h.raw_response(self.port, data, timeout=timeout)
+        self.assertIsNotNone(resp, "no complete response within %.0f s (%r): %r%s"
+                             % (timeout, err, got[:300], self.gateway_context()))
+        return resp, elapsed
 
     def assert_error(self, data, status, what, origin_untouched=True, timeout=10):
         before = self.origin.requests

@@ -836,9 +836,17 @@ def run_gateway_once(config_path, args=(), timeout=15):
     Returns CompletedProcess with text stdout/stderr."""
     if not os.path.exists(BINARY):
         raise unittest.SkipTest("gateway binary not found: %s" % BINARY)
-    return subprocess.run([BINARY, "--config", config_path] + list(args),
-                          stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
+    try:
+        return subprocess.run([BINARY, "--config", config_path] + list(args),
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        # It started and kept running: report that as the "exit code".
+        def text(v):
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else (v or "")
+        return subprocess.CompletedProcess(
+            e.cmd, "still running after %d s (killed)" % timeout,
+            text(e.stdout), text(e.stderr))
 
 
 # --------------------------------------------------------------------------
@@ -892,6 +900,7 @@ class _Reader:
         self.sock = sock
         self.buf = bytearray(data)
         self.eof = sock is None
+        self.seen = bytearray(data[:1 << 20])  # first MiB received, for messages
 
     def _fill(self):
         if self.eof:
@@ -904,6 +913,8 @@ class _Reader:
             self.eof = True
             return False
         self.buf += data
+        if len(self.seen) < (1 << 20):
+            self.seen += data[:(1 << 20) - len(self.seen)]
         return True
 
     def read_until(self, delim, limit=1 << 20):
@@ -1078,6 +1089,26 @@ def raw_exchange(port, data, timeout=5.0, shut_write=False):
         return read_until_close(s, timeout)
     finally:
         s.close()
+
+
+def raw_response(port, data, timeout=10.0, method="GET"):
+    """Open a connection, send `data`, read ONE response (returning as soon
+    as it is complete, whether or not the connection stays open).
+    Returns (Response or None, error or None, elapsed, raw bytes received)."""
+    start = time.monotonic()
+    c = RawConn(port, timeout=timeout)
+    try:
+        try:
+            c.send(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            resp = c.response(method, timeout=timeout)
+            return resp, None, time.monotonic() - start, bytes(c.reader.seen)
+        except (IncompleteResponse, OSError, ValueError) as e:
+            return None, e, time.monotonic() - start, bytes(c.reader.seen)
+    finally:
+        c.close()
 
 
 class RawConn:

@@ -141,6 +141,27 @@ class HeadersTest(h.GatewayTestCase):
         self.assertEqual(seen(rep, "Cookie"), ["k=v"])
         self.assertEqual(seen(rep, "User-Agent"), ["integration-test/1.0"])
 
+    def test_large_header_block_under_default_limit(self):
+        """header_block_size defaults to 65536: a 48 KiB header block (bigger
+        than any single read buffer) must pass, byte for byte."""
+        headers = [("X-Big-%d" % i, chr(ord("a") + i) * 8000) for i in range(6)]
+        rep, _ = self.report(headers=headers)
+        for name, value in headers:
+            self.assertEqual(seen(rep, name), [value],
+                             "%s (8000 bytes) did not arrive intact" % name)
+
+    def test_single_long_header_under_default_limit(self):
+        for n in (16000, 20000, 32000, 60000):
+            with self.subTest(value_length=n):
+                value = "".join(chr(ord("a") + i % 26) for i in range(n))
+                with h.RawConn(self.port) as c:
+                    c.request("GET", "/headers", headers=[("X-Long", value)])
+                    r = c.response(timeout=15)
+                self.assertEqual(r.status, 200,
+                                 "a %d-byte header with the default header_block_size "
+                                 "65536 was refused: %r" % (n, r))
+                self.assertEqual(seen(r.json(), "X-Long"), [value])
+
     def test_request_target_unchanged(self):
         for target in ["/headers?a=1&b=%20x&c", "/headers/%2F/enc%3Fd?q=%26",
                        "/headers//double//slashes", "/headers?"]:

@@ -63,11 +63,11 @@ class RoutingTest(h.GatewayTestCase):
 
     def test_unknown_host_404(self):
         before = (self.origin.requests, self.origin_b.requests)
-        data, closed, _ = self.raw(h.build_request("GET", "/x", host="nope.test"))
-        responses, _ = h.parse_responses(data)
-        self.assertTrue(responses, "no response: %r" % data[:200])
-        self.assertEqual(responses[0].status, 404)
-        problem = h.short_text_body_problem(responses[0])
+        resp, err, _, data = h.raw_response(self.port,
+                                            h.build_request("GET", "/x", host="nope.test"))
+        self.assertIsNotNone(resp, "no response (%r): %r" % (err, data[:200]))
+        self.assertEqual(resp.status, 404)
+        problem = h.short_text_body_problem(resp)
         self.assertIsNone(problem, "404 should have a short text body: %s" % problem)
         time.sleep(0.2)
         self.assertEqual((self.origin.requests, self.origin_b.requests), before,

@@ -14,6 +14,8 @@ import harness as h  # noqa: E402
 HIDDEN = b"GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n"
 
 # (name, bytes). All must be rejected before anything reaches the origin.
+# Status 400 is expected; for a Transfer-Encoding naming a coding the gateway
+# does not implement, RFC 9112 6.1 also allows 501 (see UNKNOWN_CODING).
 REJECT_CASES = [
     ("CL and TE together (CL.TE)",
      b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n"
@@ -64,6 +66,10 @@ REJECT_CASES = [
 ]
 
 
+UNKNOWN_CODING = {"Transfer-Encoding not ending in chunked",
+                  "Transfer-Encoding with an unknown coding"}
+
+
 class SmugglingTest(h.GatewayTestCase):
 
     @classmethod
@@ -84,14 +90,15 @@ class SmugglingTest(h.GatewayTestCase):
     def assert_rejected(self, name, data, origin_untouched=True, allow_silent_close=True):
         got, closed, reached = self.exchange(data)
         responses, err = h.parse_responses(got)
+        allowed = (400, 501) if name in UNKNOWN_CODING else (400,)
         if got:
             self.assertTrue(responses, "%s: unparsable reply %r" % (name, got[:300]))
-            self.assertEqual(responses[0].status, 400,
-                             "%s: expected 400, got %r" % (name, responses[0]))
+            self.assertIn(responses[0].status, allowed,
+                          "%s: expected %s, got %r" % (name, allowed, responses[0]))
             self.assertEqual(len(responses), 1,
                              "%s: more than one response came back: %r" % (name, responses))
             problem = h.short_text_body_problem(responses[0])
-            self.assertIsNone(problem, "%s: 400 should have a short text body: %s"
+            self.assertIsNone(problem, "%s: the error should have a short text body: %s"
                               % (name, problem))
         else:
             self.assertTrue(allow_silent_close,

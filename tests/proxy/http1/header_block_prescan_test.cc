@@ -84,6 +84,16 @@ TEST(HeaderBlockPrescanTest, RejectsFieldWithoutColon) {
   EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\nHost a\r\n\r\n"), Result::kMalformed);
 }
 
+TEST(HeaderBlockPrescanTest, RejectsBadNamesAndControlBytes) {
+  EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Result::kMalformed);
+  EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\nName : x\r\n\r\n"), Result::kMalformed);
+  EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\n: x\r\n\r\n"), Result::kMalformed);
+  EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"), Result::kMalformed);
+  EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n"), Result::kMalformed);
+  // Tabs and obs-text are allowed in values.
+  EXPECT_EQ(scanRequest("GET / HTTP/1.1\r\nX: a\tb\xc3\xa9\r\n\r\n"), Result::kComplete);
+}
+
 TEST(HeaderBlockPrescanTest, EnforcesSizeLimit) {
   std::string request = "GET / HTTP/1.1\r\nX: " + std::string(2000, 'a') + "\r\n\r\n";
   EXPECT_EQ(scanRequest(request, 1024), Result::kTooLarge);

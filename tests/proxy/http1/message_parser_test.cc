@@ -62,6 +62,17 @@ TEST(MessageParserTest, ParsesRequestHeadInPlace) {
   EXPECT_FALSE(parser.expectsBody());
 }
 
+TEST(MessageParserTest, EmptyValueDoesNotSwallowNextField) {
+  auto parsed = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Next: v\r\n\r\n");
+  ASSERT_EQ(parsed.status, HeadStatus::kComplete);
+  ASSERT_EQ(parsed.head.headers.size(), 3u);
+  EXPECT_EQ(parsed.head.headers[1].name, "X-Empty");
+  EXPECT_EQ(parsed.head.headers[1].value, "");
+  EXPECT_EQ(parsed.head.headers[1].raw_line, "X-Empty:\r\n");
+  EXPECT_EQ(parsed.head.headers[2].name, "X-Next");
+  EXPECT_EQ(parsed.head.headers[2].raw_line, "X-Next: v\r\n");
+}
+
 TEST(MessageParserTest, ContentLengthBodyStopsAtMessageEnd) {
   std::string bytes = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
   Limits limits;
