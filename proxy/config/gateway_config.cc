@@ -175,6 +175,7 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
   }
   if (auto routes = root.find("routes"); routes != root.end()) {
     if (!parseRouteList(*routes, "routes", config.routes, error)) return false;
+    if (!checkRoutesServable(config.routes, "routes", error)) return false;
   }
   return true;
 }

@@ -186,6 +186,20 @@ bool parseRouteList(const nlohmann::json& array, const std::string& path,
   return true;
 }
 
+bool checkRoutesServable(const std::vector<Route>& routes, const std::string& path,
+                         ValidationError& error) {
+  for (size_t i = 0; i < routes.size(); ++i) {
+    std::string item_path = path + "[" + std::to_string(i) + "]";
+    if (routes[i].protocol == UpstreamProtocol::kH2c) {
+      return fail(error, item_path + ".protocol", "h2c upstreams are not supported by this gateway yet");
+    }
+    if (routes[i].upstream_tls) {
+      return fail(error, item_path + ".upstream_tls", "upstream TLS is not supported by this gateway yet");
+    }
+  }
+  return true;
+}
+
 nlohmann::json routeToJson(const Route& route) {
   nlohmann::json object = {{"id", route.id},
                            {"host", route.host},

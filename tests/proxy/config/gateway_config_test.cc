@@ -82,6 +82,8 @@ TEST(GatewayConfigTest, ErrorsNameLineFieldAndReason) {
       "  - id: b\n    host: b.test\n    upstream: 127.0.0.1\n";
   EXPECT_EQ(loadError(routes), ":7: routes[1].upstream: expected host:port or unix:/path");
   EXPECT_NE(loadError("routes: [\n"), "");  // not YAML at all
+  EXPECT_EQ(loadError("routes:\n  - {id: a, host: a.test, upstream: '127.0.0.1:1', protocol: h2c}\n"),
+            ":2: routes[0].protocol: h2c upstreams are not supported by this gateway yet");
   EXPECT_EQ(loadError("limits:\n  write_low_water: 100000\n  write_high_water: 50000\n"),
             ":2: limits.write_low_water: must be below limits.write_high_water");
 }
