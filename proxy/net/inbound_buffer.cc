@@ -18,10 +18,10 @@ uv_buf_t InboundBuffer::prepareRead() {
   if (!slab_ || slab_.capacity() - end_ < kMinimumReadSpace) {
     size_t pending = size();
     bool need_large = pending > BufferPool::kStandardSize / 2;
-    if (slab_ && begin_ == 0 && pending == slab_.capacity()) {
-      // Completely full with unparsed bytes: nothing more fits. The parser's
-      // size limit fires before this for heads; give an empty read.
-      if (end_ == slab_.capacity()) return uv_buf_init(slab_.data() + end_, 0);
+    if (full()) {
+      // The largest buffer is full of unparsed bytes: nothing more fits. The
+      // parser's size limit fires before this for heads; give an empty read.
+      return uv_buf_init(slab_.data() + end_, 0);
     }
     SlabRef next = need_large ? pool_.acquireLarge() : pool_.acquireStandard();
     if (pending > 0) std::memcpy(next.data(), slab_.data() + begin_, pending);

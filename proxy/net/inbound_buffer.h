@@ -29,8 +29,11 @@ class InboundBuffer {
   // A slice of the unparsed bytes [offset, offset+size) holding the slab.
   BufferSlice slice(const char* data, size_t size) const { return BufferSlice{slab_, data, size}; }
   const SlabRef& slab() const { return slab_; }
-  // True when the unparsed bytes fill the largest buffer there is.
-  bool full() const { return slab_ && begin_ == 0 && end_ == slab_.capacity(); }
+  // True when the unparsed bytes fill the largest buffer there is: nothing
+  // more can be read for this head.
+  bool full() const {
+    return slab_ && begin_ == 0 && end_ == slab_.capacity() && slab_.capacity() >= pool_.largeSize();
+  }
 
   // Forgets everything, unparsed bytes included.
   void reset() {

@@ -3,7 +3,9 @@
 // snapshot file (see ../../docs/routes.md).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,27 @@ enum class RouteAccess {
   kAgent,          // a token with scope "agent" for this Gitspace
 };
 
+// Traffic counters of one route, shared by every worker (relaxed atomics)
+// and carried over from table to table while the route's id lives on, so
+// activity survives any number of updates.
+struct RouteStats {
+  std::atomic<uint64_t> requests_by_class[6] = {};  // [0] other, [1..5] = 1xx..5xx
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+  std::atomic<int64_t> open_connections{0};         // exchanges and tunnels in progress
+  std::atomic<int64_t> open_tunnels{0};
+  std::atomic<uint64_t> last_activity_unix_ms{0};   // last byte either way
+
+  void countStatus(int status) {
+    size_t index = status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0;
+    requests_by_class[index].fetch_add(1, std::memory_order_relaxed);
+  }
+  void touch(uint64_t now_unix_ms) {
+    // Monotonic enough: a racing older write can only lower it by a few ms.
+    last_activity_unix_ms.store(now_unix_ms, std::memory_order_relaxed);
+  }
+};
+
 struct Route {
   std::string id;
   std::string host;         // lower case; exact, or "*.domain" (one label)
@@ -33,7 +56,13 @@ struct Route {
   std::string gitspace;
   std::string owner;
   RouteAccess access = RouteAccess::kOwner;
+  std::shared_ptr<RouteStats> stats = std::make_shared<RouteStats>();
+
+  // Same destination and behaviour (everything but the counters).
+  bool sameDefinition(const Route& other) const;
 };
+
+using RoutePtr = std::shared_ptr<const Route>;
 
 const char* upstreamProtocolName(UpstreamProtocol protocol);
 const char* routeAccessName(RouteAccess access);

@@ -1,6 +1,7 @@
 #include "route/route_table.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 namespace spacegate {
 
@@ -18,23 +19,101 @@ const char* routeAccessName(RouteAccess access) {
   return "owner";
 }
 
-RouteTable::RouteTable(std::vector<Route> routes, uint64_t version)
-    : routes_(std::move(routes)), version_(version) {
-  for (const Route& route : routes_) {
-    if (route.host.starts_with("*.")) {
-      wildcard_[route.host.substr(2)].push_back(&route);
-    } else {
-      exact_[route.host].push_back(&route);
-    }
-  }
-  auto longest_first = [](const Route* a, const Route* b) {
-    return a->path_prefix.size() > b->path_prefix.size();
-  };
-  for (auto& [host, candidates] : exact_) std::stable_sort(candidates.begin(), candidates.end(), longest_first);
-  for (auto& [host, candidates] : wildcard_) std::stable_sort(candidates.begin(), candidates.end(), longest_first);
+bool Route::sameDefinition(const Route& other) const {
+  return id == other.id && host == other.host && path_prefix == other.path_prefix &&
+         strip_prefix == other.strip_prefix && upstream_text == other.upstream_text &&
+         protocol == other.protocol && upstream_tls == other.upstream_tls &&
+         tunnel_ports == other.tunnel_ports && gitspace == other.gitspace &&
+         owner == other.owner && access == other.access;
 }
 
-std::string RouteTable::normaliseHost(std::string_view host) {
+RouteTable::RouteTable() {
+  auto empty_hosts = std::make_shared<const HostShard>();
+  auto empty_ids = std::make_shared<const IdShard>();
+  host_shards_.fill(empty_hosts);
+  id_shards_.fill(empty_ids);
+}
+
+RouteTable::RouteTable(std::vector<Route> routes, uint64_t version) : RouteTable() {
+  auto table = RouteTable().withChanges(std::move(routes), {}, version);
+  *this = *table;
+}
+
+std::string_view RouteTable::hostKey(const Route& route, bool& wildcard) {
+  std::string_view host = route.host;
+  wildcard = host.starts_with("*.");
+  if (wildcard) host.remove_prefix(2);
+  return host;
+}
+
+void RouteTable::insertSorted(HostRoutes& candidates, RoutePtr route) {
+  auto position = std::find_if(candidates.begin(), candidates.end(), [&](const RoutePtr& other) {
+    return other->path_prefix.size() < route->path_prefix.size();
+  });
+  candidates.insert(position, std::move(route));
+}
+
+std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> upserts,
+                                                          const std::vector<std::string>& deletes,
+                                                          uint64_t version) const {
+  auto next = std::make_shared<RouteTable>(*this);  // shares every shard
+  next->version_ = version;
+  // Shards copied for this update, writable until the table is published.
+  std::unordered_map<size_t, std::shared_ptr<HostShard>> host_copies;
+  std::unordered_map<size_t, std::shared_ptr<IdShard>> id_copies;
+  auto writable_hosts = [&](size_t index) -> HostShard& {
+    auto& copy = host_copies[index];
+    if (!copy) {
+      copy = std::make_shared<HostShard>(*next->host_shards_[index]);
+      next->host_shards_[index] = copy;
+    }
+    return *copy;
+  };
+  auto writable_ids = [&](size_t index) -> IdShard& {
+    auto& copy = id_copies[index];
+    if (!copy) {
+      copy = std::make_shared<IdShard>(*next->id_shards_[index]);
+      next->id_shards_[index] = copy;
+    }
+    return *copy;
+  };
+  auto remove = [&](const std::string& id) -> RoutePtr {
+    size_t id_index = shardOf(id);
+    auto found = next->id_shards_[id_index]->routes.find(id);
+    if (found == next->id_shards_[id_index]->routes.end()) return nullptr;
+    RoutePtr old = found->second;
+    writable_ids(id_index).routes.erase(id);
+    bool wildcard;
+    std::string_view key = hostKey(*old, wildcard);
+    HostShard& shard = writable_hosts(shardOf(key));
+    HostMap& map = wildcard ? shard.wildcard : shard.exact;
+    auto host = map.find(key);
+    if (host != map.end()) {
+      auto& candidates = host->second;
+      candidates.erase(std::remove(candidates.begin(), candidates.end(), old), candidates.end());
+      if (candidates.empty()) map.erase(host);
+    }
+    --next->size_;
+    return old;
+  };
+  for (const std::string& id : deletes) remove(id);
+  for (Route& route : upserts) {
+    RoutePtr old = remove(route.id);
+    if (old) route.stats = old->stats;  // counters follow the id
+    auto stored = std::make_shared<const Route>(std::move(route));
+    writable_ids(shardOf(stored->id)).routes.emplace(stored->id, stored);
+    bool wildcard;
+    std::string_view key = hostKey(*stored, wildcard);
+    HostShard& shard = writable_hosts(shardOf(key));
+    insertSorted((wildcard ? shard.wildcard : shard.exact)[std::string(key)], stored);
+    if (wildcard) next->has_wildcards_ = true;
+    ++next->size_;
+  }
+  return next;
+}
+
+bool RouteTable::normaliseHost(std::string_view host, char* buffer, size_t capacity,
+                               std::string_view& normalised) {
   if (!host.empty() && host.front() == '[') {
     size_t close = host.find(']');
     host = host.substr(0, close == std::string_view::npos ? host.size() : close + 1);
@@ -42,11 +121,20 @@ std::string RouteTable::normaliseHost(std::string_view host) {
     host = host.substr(0, colon);
   }
   if (!host.empty() && host.back() == '.') host.remove_suffix(1);
-  std::string normalised(host);
-  for (char& c : normalised) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  if (host.size() > capacity) return false;
+  for (size_t i = 0; i < host.size(); ++i) {
+    char c = host[i];
+    buffer[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
   }
-  return normalised;
+  normalised = std::string_view(buffer, host.size());
+  return true;
+}
+
+std::string RouteTable::normaliseHost(std::string_view host) {
+  std::string buffer(host.size(), '\0');
+  std::string_view normalised;
+  normaliseHost(host, buffer.data(), buffer.size(), normalised);
+  return std::string(normalised);
 }
 
 bool RouteTable::prefixMatches(std::string_view prefix, std::string_view path) {
@@ -66,26 +154,63 @@ std::string RouteTable::stripPrefix(std::string_view prefix, std::string_view pa
 }
 
 const Route* RouteTable::longestPrefix(const HostRoutes& candidates, std::string_view path) {
-  for (const Route* route : candidates) {
-    if (prefixMatches(route->path_prefix, path)) return route;
+  for (const RoutePtr& route : candidates) {
+    if (prefixMatches(route->path_prefix, path)) return route.get();
   }
   return nullptr;
 }
 
 const Route* RouteTable::match(std::string_view host, std::string_view path) const {
-  std::string name = normaliseHost(host);
-  if (auto exact = exact_.find(name); exact != exact_.end()) {
-    // A host with routes of its own is never served by a wildcard route:
-    // its unmatched paths are a 404, not another Gitspace's traffic.
-    return longestPrefix(exact->second, path);
-  }
-  size_t dot = name.find('.');
-  if (dot != std::string::npos && dot > 0 && !wildcard_.empty()) {
-    if (auto wildcard = wildcard_.find(name.substr(dot + 1)); wildcard != wildcard_.end()) {
-      return longestPrefix(wildcard->second, path);
+  char buffer[256];
+  std::string_view name;
+  if (!normaliseHost(host, buffer, sizeof buffer, name)) return nullptr;
+  {
+    const HostShard& shard = *host_shards_[shardOf(name)];
+    if (auto exact = shard.exact.find(name); exact != shard.exact.end()) {
+      // A host with routes of its own is never served by a wildcard route:
+      // its unmatched paths are a 404, not another Gitspace's traffic.
+      return longestPrefix(exact->second, path);
     }
   }
+  if (!has_wildcards_) return nullptr;
+  size_t dot = name.find('.');
+  if (dot == std::string_view::npos || dot == 0) return nullptr;
+  std::string_view parent = name.substr(dot + 1);
+  const HostShard& shard = *host_shards_[shardOf(parent)];
+  if (auto wildcard = shard.wildcard.find(parent); wildcard != shard.wildcard.end()) {
+    return longestPrefix(wildcard->second, path);
+  }
   return nullptr;
+}
+
+const Route* RouteTable::findById(std::string_view id) const {
+  const IdShard& shard = *id_shards_[shardOf(id)];
+  auto found = shard.routes.find(id);
+  return found == shard.routes.end() ? nullptr : found->second.get();
+}
+
+const Route* RouteTable::findByHostAndPrefix(std::string_view host, std::string_view prefix) const {
+  bool wildcard = host.starts_with("*.");
+  if (wildcard) host.remove_prefix(2);
+  const HostShard& shard = *host_shards_[shardOf(host)];
+  const HostMap& map = wildcard ? shard.wildcard : shard.exact;
+  auto found = map.find(host);
+  if (found == map.end()) return nullptr;
+  for (const RoutePtr& route : found->second) {
+    if (route->path_prefix == prefix) return route.get();
+  }
+  return nullptr;
+}
+
+std::vector<RoutePtr> RouteTable::sortedRoutes() const {
+  std::vector<RoutePtr> routes;
+  routes.reserve(size_);
+  for (const auto& shard : id_shards_) {
+    for (const auto& [id, route] : shard->routes) routes.push_back(route);
+  }
+  std::sort(routes.begin(), routes.end(),
+            [](const RoutePtr& a, const RoutePtr& b) { return a->id < b->id; });
+  return routes;
 }
 
 }  // namespace spacegate

@@ -159,6 +159,7 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
     // An idle tunnel holds no buffer: the slab lives on only in the write.
     self->inbound_.releaseIfEmpty();
     self->bytes_in_ += slice.size;
+    self->touchRoute();
     self->last_tunnel_activity_ms_ = uv_now(self->worker_.loop());
     OutboundWrite& write = self->upstream_->prepareWrite();
     write.appendSlice(slice);
@@ -233,7 +234,7 @@ void ClientConnection::beginExchange() {
   route_ = routes_->match(request_.host, request_.path);
   std::string_view client_request_id = acceptableRequestId(request_);
   request_id_ = client_request_id.empty() ? worker_.newRequestId() : std::string(client_request_id);
-  if (worker_.shuttingDown()) close_after_response_ = true;
+  if (worker_.draining()) close_after_response_ = true;
   if (!request_.keep_alive) close_after_response_ = true;
   if (request_.is_connect) {
     error_ = "CONNECT not allowed";
@@ -252,6 +253,9 @@ void ClientConnection::beginExchange() {
     respondLocally(401, "this route needs an access token", false);
     return;
   }
+  route_->stats->open_connections.fetch_add(1, std::memory_order_relaxed);
+  route_open_counted_ = true;
+  touchRoute();
   if (route_->strip_prefix) {
     rewritten_path_ = RouteTable::stripPrefix(route_->path_prefix, request_.path);
   } else {
@@ -512,7 +516,27 @@ void ClientConnection::finishExchange() {
   updateReading();
 }
 
+void ClientConnection::touchRoute() {
+  if (route_) route_->stats->touch(worker_.nowUnixMs());
+}
+
+void ClientConnection::countExchange() {
+  WorkerCounters& counters = worker_.mutableCounters();
+  int status_class = status_ >= 100 && status_ < 600 ? status_ / 100 : 0;
+  WorkerCounters::add(counters.requests_by_class[status_class]);
+  WorkerCounters::add(counters.bytes_in, bytes_in_);
+  WorkerCounters::add(counters.bytes_out, bytes_out_);
+  if (route_) {
+    RouteStats& stats = *route_->stats;
+    stats.countStatus(status_);
+    stats.bytes_in.fetch_add(bytes_in_, std::memory_order_relaxed);
+    stats.bytes_out.fetch_add(bytes_out_, std::memory_order_relaxed);
+    touchRoute();
+  }
+}
+
 void ClientConnection::logExchange() {
+  countExchange();
   AccessLogEntry entry;
   entry.request_id = request_id_;
   entry.worker = worker_.index();
@@ -531,7 +555,35 @@ void ClientConnection::logExchange() {
   worker_.accessLog().append(entry);
 }
 
+void ClientConnection::releaseRouteCounts() {
+  if (route_open_counted_) {
+    route_->stats->open_connections.fetch_sub(1, std::memory_order_relaxed);
+    route_open_counted_ = false;
+  }
+  if (in_tunnel_count_) {
+    if (route_) route_->stats->open_tunnels.fetch_sub(1, std::memory_order_relaxed);
+    WorkerCounters::add(worker_.mutableCounters().tunnels_open, -1);
+    in_tunnel_count_ = false;
+  }
+}
+
+void ClientConnection::closeForRouteUpdate() {
+  if (state_ == State::kClosed) return;
+  logEvent(LogLevel::kInfo, "closing a connection of a retired route")
+      .with("route", routeId())
+      .with("request_id", request_id_)
+      .emit();
+  if (state_ == State::kTunnel) {
+    error_ = "route retired";
+    logExchange();
+    close();
+    return;
+  }
+  abort("route retired");
+}
+
 void ClientConnection::resetExchange() {
+  releaseRouteCounts();
   request_ = RequestHead{};
   routes_.reset();
   route_ = nullptr;
@@ -563,6 +615,10 @@ void ClientConnection::enterTunnel(ResponseHead& head) {
   if (state_ == State::kClosed) return;
   state_ = State::kTunnel;
   request_complete_ = true;
+  in_tunnel_count_ = true;
+  route_->stats->open_tunnels.fetch_add(1, std::memory_order_relaxed);
+  WorkerCounters::add(worker_.mutableCounters().tunnels_open, 1);
+  WorkerCounters::add(worker_.mutableCounters().tunnels_opened);
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
   armTimer(limits_.tunnel_idle_timeout_ms);
   // Bytes the client sent after its upgrade request belong to the new protocol.
@@ -581,6 +637,7 @@ void ClientConnection::enterTunnel(ResponseHead& head) {
 
 void ClientConnection::onUpstreamTunnelData(BufferSlice slice) {
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
+  touchRoute();
   OutboundWrite& write = writes_.prepare();
   write.appendSlice(slice);
   submitClientWrite();
@@ -697,6 +754,7 @@ void ClientConnection::onTimer(uv_timer_t* timer) {
         return;
       }
       self->error_ = "tunnel idle timeout";
+      WorkerCounters::add(self->worker_.mutableCounters().tunnels_idle_closed);
       self->logExchange();
       self->close();
       return;
@@ -709,6 +767,7 @@ void ClientConnection::onTimer(uv_timer_t* timer) {
 
 void ClientConnection::close() {
   if (state_ == State::kClosed) return;
+  releaseRouteCounts();
   state_ = State::kClosed;
   if (upstream_) {
     UpstreamConnection* upstream = upstream_;

@@ -33,6 +33,10 @@ class ClientConnection : private WriteQueue::Listener,
   void onWorkerShutdown();
   // End of the grace period: close whatever the state.
   void forceClose() { close(); }
+  // The route of the exchange or tunnel in progress ("" between requests).
+  std::string_view routeId() const { return route_ ? std::string_view(route_->id) : std::string_view(); }
+  // The route was deleted or moved to another upstream: end what runs on it.
+  void closeForRouteUpdate();
 
   size_t worker_slot = 0;  // index in the worker's connection list
 
@@ -76,6 +80,8 @@ class ClientConnection : private WriteQueue::Listener,
   void respondLocally(int status, std::string_view detail, bool close_after);
   void finishExchange();
   void logExchange();
+  void countExchange();
+  void touchRoute();
   void resetExchange();
   void enterTunnel(ResponseHead& head);
   void tunnelEndedOneWay();
@@ -119,6 +125,9 @@ class ClientConnection : private WriteQueue::Listener,
   bool response_chunked_ = false;   // the gateway frames the response body with chunks
   bool upstream_paused_ = false;    // upstream reading stopped: client writes over high water
   bool retried_ = false;
+  bool in_tunnel_count_ = false;     // counted in the worker's and route's open tunnels
+  bool route_open_counted_ = false;  // counted in the route's open connections
+  void releaseRouteCounts();
   bool upstream_keep_alive_ = true;  // the upstream allows reuse after this response
   bool client_eof_ = false;         // tunnel: client finished sending
   bool upstream_eof_ = false;       // tunnel: upstream finished sending

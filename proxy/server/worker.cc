@@ -1,10 +1,12 @@
 #include "server/worker.h"
 
 #include <sys/random.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -51,10 +53,13 @@ Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePubl
       route_reader_(routes) {
   uv_loop_init(&loop_);
   upstreams_ = std::make_unique<UpstreamPool>(&loop_, buffers_, writes_, dns_, config_.limits,
-                                              config_.upstream_pool);
+                                              config_.upstream_pool, counters_);
   access_log_ = std::make_unique<AccessLogBuffer>(&loop_, access_log);
-  uv_async_init(&loop_, &shutdown_signal_, &Worker::onShutdownSignal);
-  shutdown_signal_.data = this;
+  mailbox_.open(&loop_);
+  uv_update_time(&loop_);
+  timeval now{};
+  gettimeofday(&now, nullptr);
+  unix_offset_ms_ = static_cast<uint64_t>(now.tv_sec) * 1000 + now.tv_usec / 1000 - uv_now(&loop_);
   uv_timer_init(&loop_, &grace_timer_);
   grace_timer_.data = this;
   if (getrandom(&request_id_prefix_, sizeof request_id_prefix_, 0) != sizeof request_id_prefix_) {
@@ -103,7 +108,62 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::requestShutdown() { uv_async_send(&shutdown_signal_); }
+void Worker::requestShutdown() {
+  mailbox_.post([this] { beginShutdown(); });
+}
+
+void Worker::requestDrain() {
+  mailbox_.post([this] {
+    draining_ = true;
+    std::vector<ClientConnection*> connections = connections_;
+    for (ClientConnection* connection : connections) connection->onWorkerShutdown();
+  });
+}
+
+void Worker::retireRoutes(std::vector<std::string> ids, std::vector<std::string> upstreams,
+                          uint64_t grace_ms) {
+  mailbox_.post([this, ids = std::move(ids), upstreams = std::move(upstreams), grace_ms] {
+    for (const std::string& upstream : upstreams) upstreams_->closeIdleTo(upstream);
+    if (grace_ms == 0) {
+      closeRetired(ids);
+      return;
+    }
+    auto* pending = new RetireTimer{{}, this, ids};
+    uv_timer_init(&loop_, &pending->timer);
+    pending->timer.data = pending;
+    uv_timer_start(&pending->timer, &Worker::onRetireTimer, grace_ms, 0);
+    retire_timers_.push_back(pending);
+  });
+}
+
+void Worker::onRetireTimer(uv_timer_t* timer) {
+  auto* pending = static_cast<RetireTimer*>(timer->data);
+  pending->worker->closeRetired(pending->ids);
+  pending->worker->closeRetireTimer(pending);
+}
+
+void Worker::closeRetireTimer(RetireTimer* pending) {
+  retire_timers_.erase(std::remove(retire_timers_.begin(), retire_timers_.end(), pending),
+                       retire_timers_.end());
+  uv_close(reinterpret_cast<uv_handle_t*>(&pending->timer),
+           [](uv_handle_t* handle) { delete static_cast<RetireTimer*>(handle->data); });
+}
+
+void Worker::closeRetired(const std::vector<std::string>& ids) {
+  if (closed_) return;
+  std::vector<ClientConnection*> connections = connections_;
+  for (ClientConnection* connection : connections) {
+    std::string_view route = connection->routeId();
+    if (route.empty()) continue;
+    for (const std::string& id : ids) {
+      if (route == id) {
+        WorkerCounters::add(counters_.connections_closed_by_route_update);
+        connection->closeForRouteUpdate();
+        break;
+      }
+    }
+  }
+}
 
 std::string Worker::newRequestId() {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -120,6 +180,7 @@ std::string Worker::newRequestId() {
 void Worker::addConnection(ClientConnection* connection) {
   connection->worker_slot = connections_.size();
   connections_.push_back(connection);
+  WorkerCounters::add(counters_.client_connections_open, 1);
 }
 
 void Worker::removeConnection(ClientConnection* connection) {
@@ -128,6 +189,7 @@ void Worker::removeConnection(ClientConnection* connection) {
   connections_[slot] = connections_.back();
   connections_[slot]->worker_slot = slot;
   connections_.pop_back();
+  WorkerCounters::add(counters_.client_connections_open, -1);
   if (shutting_down_) finishShutdownIfIdle();
 }
 
@@ -147,11 +209,9 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   }
   if (worker->shutting_down_) return;
   auto* connection = new ClientConnection(*worker);
-  if (connection->accept(server)) ++worker->accepted_;
-}
-
-void Worker::onShutdownSignal(uv_async_t* handle) {
-  static_cast<Worker*>(handle->data)->beginShutdown();
+  if (connection->accept(server)) {
+    WorkerCounters::add(worker->counters_.connections_accepted);
+  }
 }
 
 void Worker::beginShutdown() {
@@ -192,7 +252,9 @@ void Worker::closeEverything() {
   closed_ = true;
   uv_timer_stop(&grace_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&grace_timer_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_signal_), nullptr);
+  mailbox_.close();
+  std::vector<RetireTimer*> pending_retires = retire_timers_;
+  for (RetireTimer* pending : pending_retires) closeRetireTimer(pending);
   upstreams_->closeIdle();
   dns_.close();
   access_log_->close();

@@ -17,8 +17,10 @@
 #include "log/access_log.h"
 #include "net/buffer.h"
 #include "net/dns_resolver.h"
+#include "net/loop_mailbox.h"
 #include "net/write_queue.h"
 #include "route/route_publisher.h"
+#include "server/worker_counters.h"
 #include "upstream/upstream_pool.h"
 
 namespace spacegate {
@@ -39,6 +41,13 @@ class Worker {
   // Thread-safe: stop accepting, let requests in flight finish within the
   // grace period, then exit the loop.
   void requestShutdown();
+  // Thread-safe: close the connections of retired routes (after `grace_ms`)
+  // and the idle pool connections to their upstreams.
+  void retireRoutes(std::vector<std::string> ids, std::vector<std::string> upstreams,
+                    uint64_t grace_ms);
+  // Thread-safe: every connection closes after its current exchange.
+  void requestDrain();
+  const WorkerCounters& counters() const { return counters_; }
 
   // Loop-thread API for connections.
   unsigned index() const { return index_; }
@@ -50,6 +59,10 @@ class Worker {
   AccessLogBuffer& accessLog() { return *access_log_; }
   const RouteTableSnapshot& routes() { return route_reader_.current(); }
   bool shuttingDown() const { return shutting_down_; }
+  bool draining() const { return draining_ || shutting_down_; }
+  WorkerCounters& mutableCounters() { return counters_; }
+  // Wall-clock milliseconds since the epoch, from the loop's cached time.
+  uint64_t nowUnixMs() { return uv_now(&loop_) + unix_offset_ms_; }
   // A fresh request id: 32 hex digits, unique per process run.
   std::string newRequestId();
   char* scratch() { return scratch_; }
@@ -58,12 +71,19 @@ class Worker {
   void removeConnection(ClientConnection* connection);
 
   // Counters (loop thread).
-  uint64_t connectionsAccepted() const { return accepted_; }
   size_t connectionsOpen() const { return connections_.size(); }
 
  private:
   static void onConnection(uv_stream_t* server, int status);
-  static void onShutdownSignal(uv_async_t* handle);
+  void closeRetired(const std::vector<std::string>& ids);
+  // A pending close of retired routes' connections, after their grace.
+  struct RetireTimer {
+    uv_timer_t timer;
+    Worker* worker;
+    std::vector<std::string> ids;
+  };
+  static void onRetireTimer(uv_timer_t* timer);
+  void closeRetireTimer(RetireTimer* pending);
   static void onGraceTimer(uv_timer_t* timer);
   void beginShutdown();
   void finishShutdownIfIdle();
@@ -73,7 +93,7 @@ class Worker {
   const GatewayConfig& config_;
   uv_loop_t loop_;
   std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
-  uv_async_t shutdown_signal_;
+  LoopMailbox mailbox_;
   uv_timer_t grace_timer_;
   std::thread thread_;
   BufferPool buffers_;
@@ -83,9 +103,12 @@ class Worker {
   std::unique_ptr<AccessLogBuffer> access_log_;
   RouteTableReader route_reader_;
   std::vector<ClientConnection*> connections_;
+  std::vector<RetireTimer*> retire_timers_;
+  WorkerCounters counters_;
   bool shutting_down_ = false;
+  bool draining_ = false;
+  uint64_t unix_offset_ms_ = 0;
   bool closed_ = false;
-  uint64_t accepted_ = 0;
   uint64_t request_id_prefix_ = 0;
   uint64_t request_counter_ = 0;
   uint64_t accept_errors_logged_at_ = 0;

@@ -261,7 +261,12 @@ void UpstreamConnection::processInput() {
       if (request_sent_) armTimer(limits_.upstream_response_timeout_ms);
       auto status = parser_.parseHead(inbound_.data(), inbound_.size(), head_);
       if (status == Http1MessageParser::HeadStatus::kIncomplete) {
-        if (inbound_.full()) fail(UpstreamError::kInvalidResponse);
+        if (inbound_.full()) {
+          logEvent(LogLevel::kWarning, "upstream response head too large")
+              .with("upstream", key_)
+              .emit();
+          fail(UpstreamError::kInvalidResponse);
+        }
         return;
       }
       if (status == Http1MessageParser::HeadStatus::kError) {

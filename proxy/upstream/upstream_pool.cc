@@ -6,13 +6,14 @@ namespace spacegate {
 
 UpstreamPool::UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool& writes,
                            DnsResolver& dns, const Limits& limits,
-                           const UpstreamPoolLimits& pool_limits)
+                           const UpstreamPoolLimits& pool_limits, WorkerCounters& counters)
     : loop_(loop),
       buffers_(buffers),
       writes_(writes),
       dns_(dns),
       limits_(limits),
-      pool_limits_(pool_limits) {}
+      pool_limits_(pool_limits),
+      counters_(counters) {}
 
 UpstreamPool::~UpstreamPool() = default;
 
@@ -26,14 +27,14 @@ UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address,
       found->second.pop_back();
       connection->leaveIdle();
       connection->setOwner(owner);
-      ++reused_;
+      WorkerCounters::add(counters_.upstream_pool_hits);
       owner->onUpstreamReady(*connection);
       return connection;
     }
   }
   auto* connection = new UpstreamConnection(*this, std::move(key), limits_);
-  ++opened_;
-  ++live_;
+  WorkerCounters::add(counters_.upstream_pool_misses);
+  WorkerCounters::add(counters_.upstream_connections_open, 1);
   connection->setOwner(owner);
   connection->start(address);
   return connection;
@@ -71,6 +72,14 @@ void UpstreamPool::closeIdle() {
   for (auto& [key, connections] : idle) {
     for (UpstreamConnection* connection : connections) connection->close();
   }
+}
+
+void UpstreamPool::closeIdleTo(const std::string& key) {
+  auto found = idle_.find(key);
+  if (found == idle_.end()) return;
+  std::vector<UpstreamConnection*> connections = std::move(found->second);
+  idle_.erase(found);
+  for (UpstreamConnection* connection : connections) connection->close();
 }
 
 size_t UpstreamPool::idleConnections() const {

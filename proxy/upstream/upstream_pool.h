@@ -17,6 +17,7 @@
 #include "net/dns_resolver.h"
 #include "net/socket_address.h"
 #include "net/write_queue.h"
+#include "server/worker_counters.h"
 #include "upstream/upstream_connection.h"
 
 namespace spacegate {
@@ -24,7 +25,8 @@ namespace spacegate {
 class UpstreamPool {
  public:
   UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool& writes, DnsResolver& dns,
-               const Limits& limits, const UpstreamPoolLimits& pool_limits);
+               const Limits& limits, const UpstreamPoolLimits& pool_limits,
+               WorkerCounters& counters);
   ~UpstreamPool();
 
   // A connection for `owner`: an idle one (already connected; the owner's
@@ -38,6 +40,8 @@ class UpstreamPool {
   void forgetIdle(UpstreamConnection* connection);
   // Closes every idle connection (shutdown).
   void closeIdle();
+  // Closes the idle connections to one upstream (its routes were retired).
+  void closeIdleTo(const std::string& key);
 
   uv_loop_t* loop() const { return loop_; }
   BufferPool& buffers() { return buffers_; }
@@ -47,10 +51,7 @@ class UpstreamPool {
   char* idleScratch() { return idle_scratch_; }
 
   size_t idleConnections() const;
-  uint64_t connectionsOpened() const { return opened_; }
-  uint64_t connectionsReused() const { return reused_; }
-  size_t liveConnections() const { return live_; }
-  void connectionDestroyed() { --live_; }
+  void connectionDestroyed() { WorkerCounters::add(counters_.upstream_connections_open, -1); }
 
  private:
   uv_loop_t* loop_;
@@ -60,10 +61,8 @@ class UpstreamPool {
   const Limits& limits_;
   UpstreamPoolLimits pool_limits_;
   std::unordered_map<std::string, std::vector<UpstreamConnection*>> idle_;
+  WorkerCounters& counters_;
   char idle_scratch_[64];
-  uint64_t opened_ = 0;
-  uint64_t reused_ = 0;
-  size_t live_ = 0;
 };
 
 }  // namespace spacegate

@@ -158,6 +158,9 @@ class BodiesTest(h.GatewayTestCase):
             self.assertEqual(r.status, 200)
             self.assertEqual(r.header("Content-Length"), "1000",
                              "HEAD must carry the GET's Content-Length")
+            c.request("HEAD", "/chunked/1000")
+            r = c.response("HEAD", timeout=10)
+            self.assertEqual(r.status, 200, "HEAD of a chunked resource")
             for code in (204, 304):
                 c.request("GET", "/status/%d" % code)
                 r = c.response(timeout=10)
@@ -168,6 +171,45 @@ class BodiesTest(h.GatewayTestCase):
             r = c.response(timeout=10)
             self.assertEqual((r.status, r.body), (200, h.pattern_bytes(5)),
                              "framing broken after HEAD/204/304")
+
+    def test_close_delimited_response(self):
+        """The origin sends an HTTP/1.1 response with neither Content-Length
+        nor chunked and closes: the client must get the whole body, framed
+        by chunking or by closing the client connection too."""
+        for n in (0, 1000, h.MiB):
+            with self.subTest(size=n):
+                with h.RawConn(self.port) as c:
+                    c.request("GET", "/close-delimited/%d" % n)
+                    r = c.response(timeout=30)
+                    self.assertEqual(r.status, 200)
+                    self.assertEqual(len(r.body), n, "close-delimited body length")
+                    self.assertTrue(r.body == h.pattern_bytes(n),
+                                    "close-delimited body bytes differ")
+
+    def test_streaming_response_not_buffered(self):
+        """The origin sends a first chunk, waits 3 s, sends the rest (as a
+        Server-Sent-Events stream would). The first chunk must reach the
+        client long before the origin finishes."""
+        with h.RawConn(self.port) as c:
+            start = time.monotonic()
+            c.request("GET", "/drip?n=2&ms=3000")
+            c.sock.settimeout(10)
+            first_at = None
+            seen = b""
+            while b"piece-1" not in seen:
+                data = c.sock.recv(65536)
+                if not data:
+                    break
+                seen += data
+                if first_at is None and b"piece-0" in seen:
+                    first_at = time.monotonic() - start
+            total = time.monotonic() - start
+        self.assertIn(b"piece-0", seen, "first chunk never arrived: %r" % seen[:300])
+        self.assertIn(b"piece-1", seen, "second chunk never arrived: %r" % seen[:300])
+        self.assertLess(first_at, 2.0,
+                        "the first chunk arrived after %.1f s, only with the rest "
+                        "(%.1f s): the gateway buffers streamed responses"
+                        % (first_at, total))
 
     # -- big bodies and memory -------------------------------------------------
 
@@ -215,6 +257,8 @@ class BodiesTest(h.GatewayTestCase):
                         "backpressure" % rss_samples[1])
 
         hwm = self.gateway.hwm_mib()
+        sys.stderr.write("\n  [info] RSS while blocked: download %.1f MiB, upload %.1f MiB; "
+                         "VmHWM %.1f MiB\n" % (rss_samples[0], rss_samples[1], hwm))
         self.assertLess(hwm, RSS_LIMIT_MIB,
                         "gateway peak RSS (VmHWM) %.1f MiB after 100 MiB each way; "
                         "bodies must be streamed, not buffered" % hwm)

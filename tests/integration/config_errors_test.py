@@ -246,6 +246,19 @@ class GoodConfigTest(ConfigTestBase):
         finally:
             self.assertEqual(gw.stop(), 0, "exit code after SIGTERM")
 
+    def test_two_listen_addresses(self):
+        other = h.free_port()
+        c = self.good_config()
+        c["listen"].append("127.0.0.1:%d" % other)
+        gw = h.Gateway(c, tmpdir=self.tmpdir)
+        try:
+            gw.start()
+            for port in (self.port, other):
+                status, _, _ = h.http_get(port, "/headers")
+                self.assertEqual(status, 200, "request on listen port %d" % port)
+        finally:
+            self.assertEqual(gw.stop(), 0)
+
     def test_workers_flag(self):
         gw = h.Gateway(self.good_config(), tmpdir=self.tmpdir,
                        extra_args=["--workers", "2"])

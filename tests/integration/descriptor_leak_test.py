@@ -159,6 +159,8 @@ class DescriptorLeakTest(h.GatewayTestCase):
         asyncio.run(asyncio.wait_for(websockets_round(), 60))
 
         during = self.gateway.fd_count()
+        sys.stderr.write("\n  [info] descriptors: %d after start-up, %d right after the "
+                         "load\n" % (baseline, during))
         final = self.settled_count(baseline, 10)
         if not final:
             now = self.gateway.fd_targets()

@@ -21,6 +21,8 @@ Environment:
 """
 
 import asyncio
+import atexit
+import ctypes
 import hashlib
 import http.client
 import json
@@ -391,6 +393,52 @@ class OriginHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
 
+        if bare == "/drip":
+            # Chunked response in pieces with pauses: ?n=3&ms=1000 sends
+            # "piece-0", waits, "piece-1", ... A buffering proxy delays all.
+            q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            n, ms = int(q.get("n", "3")), int(q.get("ms", "1000"))
+            self.drain_body()
+            self.send_response(200)
+            self._common_headers()
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(n):
+                if i:
+                    time.sleep(ms / 1000.0)
+                piece = b"piece-%d\n" % i
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+
+        if bare == "/early-hints":
+            self.drain_body()
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\n"
+                             b"Link: </style.css>; rel=preload\r\n\r\n")
+            self.respond(200, b"after hints\n")
+            return
+
+        if len(parts) == 3 and parts[1] == "close-delimited":
+            # HTTP/1.1 response with neither Content-Length nor chunked:
+            # the body ends when the origin closes the connection.
+            n = int(parts[2])
+            self.drain_body()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Origin-Name: %s\r\n"
+                             b"Content-Type: application/octet-stream\r\n"
+                             b"Connection: close\r\n\r\n" % self.origin.name.encode())
+            for piece in pattern_chunks(n):
+                self.wfile.write(piece)
+            self.close_connection = True
+            return
+
+        if len(parts) == 3 and parts[1] == "big-response-header":
+            n = int(parts[2])
+            self.drain_body()
+            value = "".join(chr(ord("a") + i % 26) for i in range(n))
+            self.respond(200, b"big header\n", extra_headers=[("X-Big-Response", value)])
+            return
+
         if bare == "/drop":
             # Read the request, then close without any response.
             self.drain_body()
@@ -665,6 +713,30 @@ class GatewayError(AssertionError):
     pass
 
 
+_live_gateways = set()
+
+
+def _kill_leftover_gateways():
+    for gw in list(_live_gateways):
+        try:
+            gw.kill()
+        except Exception:
+            pass
+
+
+atexit.register(_kill_leftover_gateways)
+
+
+def _die_with_parent():
+    # Runs in the child before exec: if the test process dies (even by
+    # SIGKILL, e.g. a runner timeout), the kernel kills the gateway too.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Gateway:
     """The real spacegate binary, run as a subprocess."""
 
@@ -702,7 +774,8 @@ class Gateway:
         self.proc = subprocess.Popen(
             [BINARY, "--config", self.config_path] + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-            cwd=self.tmpdir)
+            cwd=self.tmpdir, preexec_fn=_die_with_parent)
+        _live_gateways.add(self)
         self.returncode = None
         deadline = time.monotonic() + timeout
         while True:
@@ -760,6 +833,7 @@ class Gateway:
                 self.kill()
         self.returncode = self.proc.poll()
         self._close_files()
+        _live_gateways.discard(self)
         return self.returncode
 
     def kill(self):
@@ -768,6 +842,7 @@ class Gateway:
             self.proc.wait(10)
         self.returncode = self.proc.poll() if self.proc else None
         self._close_files()
+        _live_gateways.discard(self)
 
     def _close_files(self):
         for f in (getattr(self, "_out", None), getattr(self, "_err", None)):

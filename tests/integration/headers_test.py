@@ -5,6 +5,7 @@ through unchanged."""
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -110,6 +111,18 @@ class HeadersTest(h.GatewayTestCase):
                              "the origin's Connection header reached the client")
         self.assertEqual(r.header("X-Origin-Custom"), "yes")
 
+    def test_informational_1xx_response(self):
+        """The origin sends 103 Early Hints before its 200: the client must
+        get the 200 (the 103 may be passed on or dropped) and the connection
+        must stay in sync."""
+        with h.RawConn(self.port) as c:
+            c.request("GET", "/early-hints")
+            r = c.response(timeout=10)  # skips any 1xx
+            self.assertEqual((r.status, r.body), (200, b"after hints\n"), repr(r))
+            r = c.roundtrip("GET", "/bytes/3")
+            self.assertEqual(r.body, h.pattern_bytes(3),
+                             "connection out of sync after a 1xx response")
+
     # -- preserved things --------------------------------------------------
 
     def test_host_preserved(self):
@@ -161,6 +174,70 @@ class HeadersTest(h.GatewayTestCase):
                                  "a %d-byte header with the default header_block_size "
                                  "65536 was refused: %r" % (n, r))
                 self.assertEqual(seen(r.json(), "X-Long"), [value])
+
+    def test_headers_split_across_reads(self):
+        """The same request written in two pieces, split at every offset, so
+        the gateway reads the head in two reads: the origin must always see
+        exactly the same headers (head parsing keeps spans into read
+        buffers, so this is where a stale or doubled span would show)."""
+        custom = [("X-Dup", "one"), ("X-Dup", "two"), ("X-Empty", ""),
+                  ("X-Special", "a=b; c=\"d,e\"; f"), ("Cookie", "k=v"),
+                  ("User-Agent", "split-test/1.0")]
+        req = h.build_request("POST", "/headers?split", headers=custom, body=b"0123456789")
+        expected = [[k.lower(), v] for k, v in custom]
+        failures = []
+        for cut in range(1, len(req)):
+            with h.RawConn(self.port) as c:
+                c.send(req[:cut])
+                time.sleep(0.003)
+                c.send(req[cut:])
+                r = c.response(timeout=10)
+            if r.status != 200:
+                failures.append((cut, "status %d" % r.status))
+                continue
+            rep = r.json()
+            got = [[k.lower(), v] for k, v in rep["headers"]
+                   if k.lower() in ("x-dup", "x-empty", "x-special", "cookie", "user-agent")]
+            if got != expected or rep["body_length"] != 10 or rep["path"] != "/headers?split":
+                failures.append((cut, got, rep["body_length"], rep["path"]))
+        self.assertEqual(failures, [], "request split at these offsets (of %d bytes) "
+                         "arrived differently: %r" % (len(req), failures[:5]))
+
+    def test_long_header_split_across_reads(self):
+        value = "".join(chr(ord("a") + i % 26) for i in range(12000))
+        custom = [("X-Before", "b"), ("X-Long", value), ("X-After", "a")]
+        req = h.build_request("GET", "/headers?long-split", headers=custom)
+        failures = []
+        cuts = [1, 100, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097,
+                8191, 8192, 8193, 12000, 12100, len(req) - 2, len(req) - 1]
+        for cut in cuts:
+            with h.RawConn(self.port) as c:
+                c.send(req[:cut])
+                time.sleep(0.01)
+                c.send(req[cut:])
+                r = c.response(timeout=10)
+            if r.status != 200:
+                failures.append((cut, r.status))
+                continue
+            got = [(k, v) for k, v in r.json()["headers"] if k.startswith("X-")
+                   and not k.startswith(("X-Forwarded", "X-Request-Id"))]
+            if got != custom:
+                failures.append((cut, [(k, len(v)) for k, v in got]))
+        self.assertEqual(failures, [], "a 12 KB header split across reads arrived "
+                         "differently at these offsets: %r" % failures[:5])
+
+    def test_large_response_header(self):
+        """Origins send big response heads (CSP, Set-Cookie, Link). Expected:
+        a response head is accepted up to the same header_block_size (65536
+        by default) as a request head; 12 KB and 32 KB values must pass."""
+        for n in (12000, 32000):
+            with self.subTest(value_length=n):
+                resp, err, _, raw = h.raw_response(
+                    self.port, h.build_request("GET", "/big-response-header/%d" % n))
+                self.assertIsNotNone(resp, "no response: %r %r" % (err, raw[:200]))
+                self.assertEqual(resp.status, 200, "a %d-byte response header was "
+                                 "refused: %r" % (n, resp))
+                self.assertEqual(len(resp.header("X-Big-Response") or ""), n)
 
     def test_request_target_unchanged(self):
         for target in ["/headers?a=1&b=%20x&c", "/headers/%2F/enc%3Fd?q=%26",

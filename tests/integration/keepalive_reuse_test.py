@@ -56,6 +56,34 @@ class UpstreamReuseTest(h.GatewayTestCase):
         opened = self.origin.connections - before
         self.assertLessEqual(opened, 2, "opened %d upstream connections" % opened)
 
+    def test_concurrent_requests_beyond_pool_size(self):
+        """100 requests at once (more than upstream_pool.idle_connections 32):
+        all are served; the pool limits idle connections, not active ones."""
+        import threading
+        results = []
+        lock = threading.Lock()
+
+        def one(i):
+            try:
+                status, _, body = self.get("/slow/300?c=%d" % i, timeout=60)
+            except Exception as e:
+                status, body = repr(e), b""
+            with lock:
+                results.append(status)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        bad = [s for s in results if s != 200]
+        self.assertEqual(len(results), 100, "only %d of 100 requests finished" % len(results))
+        self.assertEqual(bad, [], "concurrent requests failed: %r" % bad[:10])
+        # Afterwards, at most idle_connections upstream connections stay open.
+        time.sleep(0.5)
+        self.assertLessEqual(self.origin.open_connections, 32,
+                             "more idle upstream connections kept than "
+                             "upstream_pool.idle_connections (32)")
+
     def test_origin_connection_close_is_handled(self):
         """The origin answers with Connection: close; the client connection
         stays usable and the next request gets a fresh upstream."""

@@ -67,6 +67,31 @@ class PipeliningTest(h.GatewayTestCase):
                             "connection not closed after the pipelined request "
                             "carrying Connection: close")
 
+    def test_hundred_pipelined_requests(self):
+        paths = ["/headers?p=%d" % i for i in range(100)]
+        with h.RawConn(self.port) as c:
+            c.send(b"".join(h.build_request("GET", p) for p in paths))
+            rs = self.read_n(c, 100)
+        self.assertEqual([r.json()["path"] for r in rs], paths,
+                         "100 pipelined responses lost or reordered")
+
+    def test_pipelined_large_responses_bounded_memory(self):
+        """40 requests for 1 MiB each, written at once, read only after a
+        pause: the gateway must not buffer the 40 MiB of answers."""
+        n, size = 40, h.MiB
+        with h.RawConn(self.port, timeout=60) as c:
+            c.send(b"".join(h.build_request("GET", "/bytes/%d?i=%d" % (size, i))
+                            for i in range(n)))
+            time.sleep(2)
+            rss = self.gateway.rss_mib()
+            for i in range(n):
+                r = c.response(timeout=60)
+                self.assertEqual(r.header("X-Origin-Path"), "/bytes/%d?i=%d" % (size, i))
+                self.assertEqual(len(r.body), size)
+            self.assertTrue(r.body == h.pattern_bytes(size))
+        self.assertLess(rss, 60, "gateway RSS %.1f MiB while 40 pipelined 1 MiB "
+                        "responses waited for the client: it buffers them" % rss)
+
     def test_requests_split_at_odd_boundaries(self):
         data = (h.build_request("POST", "/echo", body=b"hello world") +
                 h.build_request("GET", "/headers?split"))

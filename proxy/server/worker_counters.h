@@ -1,0 +1,33 @@
+// Counters of one worker: written by its loop thread only, read by the
+// control API's thread (relaxed atomics, one cache-line-aligned block per
+// worker so workers never share a line).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace spacegate {
+
+struct alignas(64) WorkerCounters {
+  std::atomic<uint64_t> connections_accepted{0};
+  std::atomic<int64_t> client_connections_open{0};
+  std::atomic<int64_t> upstream_connections_open{0};
+  std::atomic<int64_t> tunnels_open{0};
+  std::atomic<uint64_t> tunnels_opened{0};
+  std::atomic<uint64_t> tunnels_idle_closed{0};
+  std::atomic<uint64_t> requests_by_class[6] = {};  // [0] other, [1..5] = 1xx..5xx
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+  std::atomic<uint64_t> upstream_pool_hits{0};
+  std::atomic<uint64_t> upstream_pool_misses{0};
+  std::atomic<uint64_t> connections_closed_by_route_update{0};
+
+  static void add(std::atomic<uint64_t>& counter, uint64_t amount = 1) {
+    counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
+  }
+  static void add(std::atomic<int64_t>& counter, int64_t amount) {
+    counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
+  }
+};
+
+}  // namespace spacegate
