@@ -58,7 +58,7 @@ TEST(RouteTableTest, NoMatch) {
   RouteTable table = sampleTable();
   EXPECT_STREQ(matchId(table, "other.test", "/"), "none");
   EXPECT_STREQ(matchId(table, "gw.example", "/gs/gs-y/"), "none");
-  EXPECT_STREQ(matchId(RouteTable({}), "gs-x.example", "/"), "none");
+  EXPECT_STREQ(matchId(RouteTable(), "gs-x.example", "/"), "none");
 }
 
 TEST(RouteTableTest, StripPrefix) {
@@ -126,6 +126,44 @@ TEST(RouteJsonTest, RejectsBadFieldsNamingThem) {
     EXPECT_EQ(error.field, bad.field) << bad.json << " -> " << error.message;
     EXPECT_FALSE(error.message.empty());
   }
+}
+
+}  // namespace
+}  // namespace spacegate
+
+namespace spacegate {
+namespace {
+
+TEST(RouteTableTest, WithChangesSharesUntouchedRoutesAndKeepsCounters) {
+  RouteTable base({makeRoute("a", "a.example"), makeRoute("b", "b.example"),
+                   makeRoute("c", "*.wild.example")},
+                  1);
+  base.findById("a")->stats->bytes_in = 42;
+  Route moved = makeRoute("a", "a.example");
+  moved.upstream_text = "127.0.0.1:2";
+  auto next = base.withChanges({moved, makeRoute("d", "d.example", "/d")}, {"b"}, 2);
+  EXPECT_EQ(next->version(), 2u);
+  EXPECT_EQ(next->size(), 3u);
+  EXPECT_EQ(next->findById("a")->upstream_text, "127.0.0.1:2");
+  EXPECT_EQ(next->findById("a")->stats->bytes_in.load(), 42u) << "counters follow the id";
+  EXPECT_EQ(next->findById("b"), nullptr);
+  EXPECT_STREQ(matchId(*next, "b.example", "/"), "none");
+  EXPECT_STREQ(matchId(*next, "d.example", "/d/x"), "d");
+  EXPECT_STREQ(matchId(*next, "x.wild.example", "/"), "c");
+  // The old table is untouched.
+  EXPECT_EQ(base.size(), 3u);
+  EXPECT_EQ(base.findById("a")->upstream_text, "127.0.0.1:1");
+  EXPECT_STREQ(matchId(base, "b.example", "/"), "b");
+  EXPECT_NE(base.findByHostAndPrefix("b.example", "/"), nullptr);
+  auto sorted = next->sortedRoutes();
+  ASSERT_EQ(sorted.size(), 3u);
+  EXPECT_EQ(sorted[0]->id, "a");
+  EXPECT_EQ(sorted[2]->id, "d");
+}
+
+TEST(RouteTableTest, LongHostIsNoMatchNotACrash) {
+  RouteTable table = sampleTable();
+  EXPECT_STREQ(matchId(table, std::string(300, 'a'), "/"), "none");
 }
 
 }  // namespace
