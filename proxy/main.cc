@@ -1,6 +1,8 @@
 // spacegate: the Spacegate gateway. A thin main over the gateway library.
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -18,11 +20,15 @@ int main(int argc, char** argv) {
   std::string access_log;
   std::string log_level;
   bool check_only = false;
+  std::string control_socket;
+  std::string state_dir;
   app.add_option("--config", config_file, "YAML (or JSON) config file");
   app.add_option("--listen", listen, "address to listen on, e.g. 127.0.0.1:8080 (repeatable)");
   app.add_option("--workers", workers, "event loops (default: one per core)");
   app.add_option("--access-log", access_log, "access log: a file, \"stdout\" or \"off\"");
   app.add_option("--log-level", log_level, "debug, info, warning or error");
+  app.add_option("--control-socket", control_socket, "unix socket of the control API (mode 0600)");
+  app.add_option("--state-dir", state_dir, "folder for the route snapshot (routes.json)");
   app.add_flag("--check", check_only, "validate the configuration and exit");
   CLI11_PARSE(app, argc, argv);
 
@@ -46,6 +52,14 @@ int main(int argc, char** argv) {
     }
   }
   if (workers) config.workers = workers;
+  if (!control_socket.empty()) {
+    if (control_socket.front() != '/') {
+      char cwd[4096];
+      if (getcwd(cwd, sizeof cwd)) control_socket = std::string(cwd) + "/" + control_socket;
+    }
+    config.control.socket = control_socket;
+  }
+  if (!state_dir.empty()) config.state_dir = state_dir;
   if (!access_log.empty()) config.access_log = access_log;
   if (!log_level.empty()) config.log_level = log_level;
   if (config.listeners.empty()) {

@@ -83,7 +83,7 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
   if (root.is_null()) return true;  // an empty file: all defaults
   if (!checkKeys(root, "",
                  {"listen", "workers", "access_log", "log_level", "limits", "upstream_pool",
-                  "routes"},
+                  "routes", "control", "state_dir"},
                  error)) {
     return false;
   }
@@ -173,7 +173,51 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
       return false;
     }
   }
+  if (auto state_dir = root.find("state_dir"); state_dir != root.end()) {
+    if (!state_dir->is_string() || state_dir->get<std::string>().empty()) {
+      return fail(error, "state_dir", "must be a folder path");
+    }
+    config.state_dir = state_dir->get<std::string>();
+  }
+  if (auto control = root.find("control"); control != root.end()) {
+    ControlConfig& out = config.control;
+    if (!checkKeys(*control, "control",
+                   {"socket", "address", "token_file", "max_body_size", "route_limit",
+                    "route_close_grace"},
+                   error) ||
+        !readCount(*control, "max_body_size", "control", out.max_body_size, 1024, 1ull << 32,
+                   error) ||
+        !readCount(*control, "route_limit", "control", out.route_limit, 1, 100'000'000, error) ||
+        !readDuration(*control, "route_close_grace", "control", out.route_close_grace_ms, error)) {
+      return false;
+    }
+    for (const char* key : {"socket", "address", "token_file"}) {
+      auto value = control->find(key);
+      if (value == control->end()) continue;
+      if (!value->is_string() || value->get<std::string>().empty()) {
+        return fail(error, std::string("control.") + key, "must be a non-empty string");
+      }
+    }
+    if (auto socket = control->find("socket"); socket != control->end()) {
+      out.socket = socket->get<std::string>();
+      if (out.socket.front() != '/') return fail(error, "control.socket", "must be an absolute path");
+    }
+    if (auto token = control->find("token_file"); token != control->end()) {
+      out.token_file = token->get<std::string>();
+    }
+    if (auto address = control->find("address"); address != control->end()) {
+      out.address = address->get<std::string>();
+      std::string reason;
+      if (!parseSocketAddress(out.address, out.tcp_address, reason, false, false)) {
+        return fail(error, "control.address", reason);
+      }
+      if (out.token_file.empty()) {
+        return fail(error, "control.address", "a TCP control address needs control.token_file");
+      }
+    }
+  }
   if (auto routes = root.find("routes"); routes != root.end()) {
+    config.routes_given = true;
     if (!parseRouteList(*routes, "routes", config.routes, error)) return false;
     if (!checkRoutesServable(config.routes, "routes", error)) return false;
   }

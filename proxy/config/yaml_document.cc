@@ -4,12 +4,41 @@
 
 #include <charconv>
 #include <fstream>
-#include <regex>
 #include <sstream>
+#include <string_view>
 
 namespace spacegate {
 
 namespace {
+
+// YAML 1.2 core schema float: [-+]? (\.[0-9]+ | [0-9]+(\.[0-9]*)?) ([eE][-+]?[0-9]+)?
+// Checked by hand: std::regex recurses once per character and overflows the
+// stack on a scalar of a few hundred thousand digits.
+bool isCoreSchemaFloat(std::string_view text) {
+  size_t i = 0;
+  auto skipDigits = [&] {
+    size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    return i - start;
+  };
+  if (i < text.size() && (text[i] == '-' || text[i] == '+')) ++i;
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    if (skipDigits() == 0) return false;
+  } else {
+    if (skipDigits() == 0) return false;
+    if (i < text.size() && text[i] == '.') {
+      ++i;
+      skipDigits();
+    }
+  }
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '-' || text[i] == '+')) ++i;
+    if (skipDigits() == 0) return false;
+  }
+  return i == text.size();
+}
 
 nlohmann::json scalarToJson(const YAML::Node& node) {
   const std::string& text = node.Scalar();
@@ -22,8 +51,19 @@ nlohmann::json scalarToJson(const YAML::Node& node) {
   int64_t integer = 0;
   auto [end, code] = std::from_chars(text.data(), text.data() + text.size(), integer);
   if (code == std::errc() && end == text.data() + text.size()) return integer;
-  static const std::regex kFloat(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
-  if (std::regex_match(text, kFloat)) return std::stod(text);
+  if (isCoreSchemaFloat(text)) {
+    // from_chars takes no '+'; unlike std::stod it reports a value beyond
+    // double's range ("1e999") instead of throwing std::out_of_range.
+    std::string_view digits = text;
+    if (digits.front() == '+') digits.remove_prefix(1);
+    double number = 0;
+    auto [float_end, float_code] =
+        std::from_chars(digits.data(), digits.data() + digits.size(), number);
+    if (float_code != std::errc() || float_end != digits.data() + digits.size()) {
+      throw YAML::ParserException(node.Mark(), "number out of range: " + text.substr(0, 40));
+    }
+    return number;
+  }
   return text;
 }
 

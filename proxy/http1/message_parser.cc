@@ -28,6 +28,16 @@ bool isValidHostValue(std::string_view host) {
   return true;
 }
 
+// RFC 9112 section 6.3: a response to HEAD, a 1xx, 204 or 304 has no body
+// whatever its Content-Length or Transfer-Encoding say, and a 2xx to CONNECT
+// turns the connection into a tunnel. llhttp must be told (from
+// onHeadersComplete), or it reads a body the gateway's framing says is not
+// there: the upstream's next bytes would reach the client as body bytes.
+bool responseHasNoBody(uint8_t request_method, unsigned status) {
+  return request_method == HTTP_HEAD || status < 200 || status == 204 || status == 304 ||
+         (request_method == HTTP_CONNECT && status < 300);
+}
+
 }  // namespace
 
 Http1MessageParser::Http1MessageParser(Type type, const Limits& limits)
@@ -133,10 +143,9 @@ int Http1MessageParser::onHeadersComplete(llhttp_t* parser) {
   head.content_length = parser->content_length;
   if (parser_self.type_ == Type::kResponse) {
     uint16_t status = parser->status_code;
-    // A response to HEAD has no body whatever its headers say; so does a 2xx
-    // to CONNECT (the connection becomes a tunnel).
-    if (parser_self.request_method_ == HTTP_HEAD) return 1;
+    // 2: no body, and the connection becomes a tunnel; 1: no body.
     if (parser_self.request_method_ == HTTP_CONNECT && status >= 200 && status < 300) return 2;
+    if (responseHasNoBody(parser_self.request_method_, status)) return 1;
   }
   return 0;
 }
@@ -351,10 +360,7 @@ bool Http1MessageParser::decideResponseFraming(ResponseHead& head) {
   for (const HeaderField& field : head.headers) {
     if (equalsIgnoringCase(field.name, "transfer-encoding")) has_transfer_encoding = true;
   }
-  bool no_body = request_method_ == HTTP_HEAD || head.status < 200 || head.status == 204 ||
-                 head.status == 304 ||
-                 (request_method_ == HTTP_CONNECT && head.status >= 200 && head.status < 300);
-  if (no_body) {
+  if (responseHasNoBody(request_method_, head.status)) {
     head.framing = BodyFraming::kNone;
   } else if ((parser_.flags & F_CHUNKED) != 0) {
     head.framing = BodyFraming::kChunked;

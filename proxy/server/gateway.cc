@@ -1,9 +1,13 @@
 #include "server/gateway.h"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <uv.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "common/log.h"
@@ -27,8 +31,97 @@ Gateway::Gateway(GatewayConfig config, std::string config_file)
 
 Gateway::~Gateway() = default;
 
+std::vector<WorkerCountersSnapshot> Gateway::workerCounters() const {
+  std::vector<WorkerCountersSnapshot> snapshots;
+  for (const auto& worker : workers_) {
+    const WorkerCounters& counters = worker->counters();
+    auto load = [](const auto& counter) { return counter.load(std::memory_order_relaxed); };
+    WorkerCountersSnapshot snapshot;
+    snapshot.connections_accepted = load(counters.connections_accepted);
+    snapshot.client_connections_open = load(counters.client_connections_open);
+    snapshot.upstream_connections_open = load(counters.upstream_connections_open);
+    snapshot.tunnels_open = load(counters.tunnels_open);
+    snapshot.tunnels_opened = load(counters.tunnels_opened);
+    snapshot.tunnels_idle_closed = load(counters.tunnels_idle_closed);
+    for (int i = 0; i < 6; ++i) snapshot.requests_by_class[i] = load(counters.requests_by_class[i]);
+    snapshot.bytes_in = load(counters.bytes_in);
+    snapshot.bytes_out = load(counters.bytes_out);
+    snapshot.upstream_pool_hits = load(counters.upstream_pool_hits);
+    snapshot.upstream_pool_misses = load(counters.upstream_pool_misses);
+    snapshot.connections_closed_by_route_update = load(counters.connections_closed_by_route_update);
+    snapshots.push_back(snapshot);
+  }
+  return snapshots;
+}
+
+void Gateway::drain() {
+  if (draining_.exchange(true)) return;
+  logEvent(LogLevel::kInfo, "draining: connections close after their current exchange").emit();
+  for (auto& worker : workers_) worker->requestDrain();
+}
+
+bool Gateway::prepareRoutes(std::string& error) {
+  route_store_ = std::make_unique<RouteStore>(routes_, config_.control.route_limit);
+  route_store_->setRetireCallback([this](const RetiredRoutes& retired) {
+    for (auto& worker : workers_) {
+      worker->retireRoutes(retired.ids, retired.upstreams, config_.control.route_close_grace_ms);
+    }
+  });
+  bool restored = false;
+  if (!config_.state_dir.empty()) {
+    if (::mkdir(config_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      error = config_.state_dir + ": " + std::strerror(errno);
+      return false;
+    }
+    std::string snapshot = config_.state_dir + "/routes.json";
+    // The last applied table is served before anything else: a restarted
+    // gateway answers for every Gitspace before any delegate reconnects.
+    restored = route_store_->loadSnapshot(snapshot);
+    route_store_->enableSnapshots(snapshot);
+  }
+  // An empty start stays at version 0, so that a delegate's first push
+  // (version 1) is accepted.
+  if (!restored && !config_.routes.empty()) route_store_->replaceFromConfig(config_.routes);
+  if (restored && config_.routes_given) {
+    logEvent(LogLevel::kInfo, "the snapshot's routes replace the config file's routes").emit();
+  }
+  control_api_ = std::make_unique<ControlApi>(*route_store_, *this);
+  if (!config_.control.socket.empty() || !config_.control.address.empty()) {
+    ControlServerConfig server_config;
+    server_config.socket_path = config_.control.socket;
+    server_config.tcp_enabled = !config_.control.address.empty();
+    server_config.tcp_address = config_.control.tcp_address;
+    server_config.max_body_size = config_.control.max_body_size;
+    if (!config_.control.token_file.empty()) {
+      std::ifstream token_stream(config_.control.token_file);
+      if (!token_stream) {
+        error = config_.control.token_file + ": cannot read the control token file";
+        return false;
+      }
+      std::getline(token_stream, server_config.token);
+      while (!server_config.token.empty() &&
+             (server_config.token.back() == '\r' || server_config.token.back() == ' ')) {
+        server_config.token.pop_back();
+      }
+      if (server_config.token.size() < 16) {
+        error = config_.control.token_file + ": the control token must be at least 16 characters";
+        return false;
+      }
+    }
+    control_server_ = std::make_unique<ControlServer>(*control_api_, server_config, config_.limits);
+    if (!control_server_->open(error)) return false;
+  }
+  return true;
+}
+
 void Gateway::reloadRoutes() {
   if (config_file_.empty()) return;
+  if (control_server_) {
+    logEvent(LogLevel::kInfo,
+             "SIGHUP: routes are managed through the control API; the file's routes are not reloaded")
+        .emit();
+    return;
+  }
   GatewayConfig fresh;
   std::string message;
   if (!loadGatewayConfigFile(config_file_, fresh, message)) {
@@ -38,7 +131,7 @@ void Gateway::reloadRoutes() {
     return;
   }
   size_t count = fresh.routes.size();
-  routes_.publish(std::make_shared<const RouteTable>(std::move(fresh.routes)));
+  route_store_->replaceFromConfig(std::move(fresh.routes));
   logEvent(LogLevel::kInfo, "routes reloaded").with("routes", static_cast<uint64_t>(count)).emit();
 }
 
@@ -50,8 +143,10 @@ int Gateway::run() {
   }
   uint64_t descriptors = raiseDescriptorLimit();
   unsigned workers = config_.workers ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
-  routes_.publish(std::make_shared<const RouteTable>(config_.routes));
-
+  if (!prepareRoutes(error)) {
+    logEvent(LogLevel::kError, "cannot start").with("error", error).emit();
+    return 1;
+  }
   for (unsigned index = 0; index < workers; ++index) {
     auto worker = std::make_unique<Worker>(index, config_, routes_, access_log_);
     if (!worker->open(error)) {
@@ -61,16 +156,20 @@ int Gateway::run() {
     workers_.push_back(std::move(worker));
   }
   for (auto& worker : workers_) worker->start();
+  if (control_server_) control_server_->start();
   {
-    auto line = logEvent(LogLevel::kInfo, "listening");
     std::string listeners;
     for (const SocketAddress& address : config_.listeners) {
       if (!listeners.empty()) listeners += ",";
       listeners += address.text();
     }
-    line.with("listen", listeners)
+    logEvent(LogLevel::kInfo, "listening")
+        .with("listen", listeners)
         .with("workers", workers)
-        .with("routes", static_cast<uint64_t>(config_.routes.size()))
+        .with("routes", static_cast<uint64_t>(route_store_->current()->size()))
+        .with("route_table_version", route_store_->version())
+        .with("control_socket", config_.control.socket)
+        .with("control_address", config_.control.address)
         .with("open_files_limit", descriptors)
         .emit();
   }
@@ -91,7 +190,9 @@ int Gateway::run() {
     logEvent(LogLevel::kInfo, "shutting down")
         .with("signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT")
         .emit();
-    for (auto& worker : signal_context->gateway->workers_) worker->requestShutdown();
+    Gateway* gateway = signal_context->gateway;
+    if (gateway->control_server_) gateway->control_server_->stop();
+    for (auto& worker : gateway->workers_) worker->requestShutdown();
     for (uv_signal_t* signal_handle : signal_context->handles) {
       uv_close(reinterpret_cast<uv_handle_t*>(signal_handle), nullptr);
     }
@@ -111,7 +212,11 @@ int Gateway::run() {
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
 
+  if (control_server_) control_server_->join();
   for (auto& worker : workers_) worker->join();
+  route_store_->flushSnapshot();
+  // Nothing calls back into the workers after this point.
+  route_store_->setRetireCallback(nullptr);
   workers_.clear();
   logEvent(LogLevel::kInfo, "stopped").emit();
   return 0;

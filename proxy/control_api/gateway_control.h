@@ -1,0 +1,35 @@
+// What the control API may ask of the running gateway besides routes: its
+// counters, and draining. Implemented by Gateway; a fake in unit tests.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace spacegate {
+
+// A plain copy of one worker's counters (see server/worker_counters.h).
+struct WorkerCountersSnapshot {
+  uint64_t connections_accepted = 0;
+  int64_t client_connections_open = 0;
+  int64_t upstream_connections_open = 0;
+  int64_t tunnels_open = 0;
+  uint64_t tunnels_opened = 0;
+  uint64_t tunnels_idle_closed = 0;
+  uint64_t requests_by_class[6] = {};
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint64_t upstream_pool_hits = 0;
+  uint64_t upstream_pool_misses = 0;
+  uint64_t connections_closed_by_route_update = 0;
+};
+
+class GatewayControl {
+ public:
+  virtual ~GatewayControl() = default;
+  virtual std::vector<WorkerCountersSnapshot> workerCounters() const = 0;
+  // Every connection closes after its current exchange; /healthz says 503.
+  virtual void drain() = 0;
+  virtual bool draining() const = 0;
+};
+
+}  // namespace spacegate
