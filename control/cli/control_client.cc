@@ -1,0 +1,180 @@
+#include "control_client.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "config/limits.h"
+#include "http1/message_parser.h"
+
+namespace spacegate {
+
+namespace {
+
+constexpr int kTimeoutMs = 60'000;
+
+class BodyCollector : public Http1MessageParser::BodyHandler {
+ public:
+  explicit BodyCollector(std::string& body) : body_(body) {}
+  void onBodyData(const char* data, size_t size) override { body_.append(data, size); }
+  void onMessageComplete(const std::vector<std::pair<std::string, std::string>>&) override {}
+
+ private:
+  std::string& body_;
+};
+
+bool waitFor(int fd, short events) {
+  pollfd entry{fd, events, 0};
+  return ::poll(&entry, 1, kTimeoutMs) > 0;
+}
+
+}  // namespace
+
+int ControlClient::connectSocket(std::string& host_header, std::string& error) {
+  if (!socket_path_.empty()) {
+    host_header = "localhost";
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (socket_path_.size() >= sizeof address.sun_path) {
+      error = socket_path_ + ": path too long";
+      ::close(fd);
+      return -1;
+    }
+    std::memcpy(address.sun_path, socket_path_.c_str(), socket_path_.size());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      error = socket_path_ + ": " + std::strerror(errno);
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  std::string rest = url_;
+  if (rest.starts_with("http://")) rest = rest.substr(7);
+  if (size_t slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  host_header = rest;
+  std::string host = rest;
+  std::string port = "80";
+  if (!rest.empty() && rest.front() == '[') {
+    size_t close = rest.find(']');
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':') port = rest.substr(close + 2);
+  } else if (size_t colon = rest.rfind(':'); colon != std::string::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* results = nullptr;
+  if (int code = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &results); code != 0) {
+    error = url_ + ": " + gai_strerror(code);
+    return -1;
+  }
+  int fd = -1;
+  for (addrinfo* entry = results; entry; entry = entry->ai_next) {
+    fd = ::socket(entry->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && ::connect(fd, entry->ai_addr, entry->ai_addrlen) == 0) break;
+    error = url_ + ": " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(results);
+  return fd;
+}
+
+bool ControlClient::call(const std::string& method, const std::string& target,
+                         const std::string& body, ControlReply& reply, std::string& error) {
+  std::string host_header;
+  int fd = connectSocket(host_header, error);
+  if (fd < 0) return false;
+  std::string request = method + " " + target + " HTTP/1.1\r\nHost: " + host_header +
+                        "\r\nConnection: close\r\nUser-Agent: spacegatectl\r\n";
+  if (!token_.empty()) request += "Authorization: Bearer " + token_ + "\r\n";
+  if (!body.empty() || method == "PUT" || method == "PATCH" || method == "POST") {
+    request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+               "\r\n";
+  }
+  request += "\r\n";
+  request += body;
+  size_t sent = 0;
+  while (sent < request.size()) {
+    if (!waitFor(fd, POLLOUT)) {
+      error = "timed out sending the request";
+      ::close(fd);
+      return false;
+    }
+    ssize_t result = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (result < 0) {
+      if (errno == EINTR) continue;
+      error = std::string("send: ") + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+    sent += static_cast<size_t>(result);
+  }
+  Limits limits;
+  Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+  parser.setRequestMethod(method == "HEAD" ? HTTP_HEAD : HTTP_GET);
+  std::string input;
+  ResponseHead head;
+  bool head_done = false;
+  bool complete = false;
+  BodyCollector collector(reply.body);
+  char buffer[64 * 1024];
+  while (!complete) {
+    if (!waitFor(fd, POLLIN)) {
+      error = "timed out waiting for the reply";
+      ::close(fd);
+      return false;
+    }
+    ssize_t received = ::recv(fd, buffer, sizeof buffer, 0);
+    if (received < 0 && errno == EINTR) continue;
+    if (received <= 0) {
+      if (head_done && head.framing == BodyFraming::kUntilClose && parser.finishAtEof(collector)) {
+        complete = true;
+        break;
+      }
+      error = "the gateway closed the connection before a complete reply";
+      ::close(fd);
+      return false;
+    }
+    input.append(buffer, static_cast<size_t>(received));
+    while (!complete && !input.empty()) {
+      if (!head_done) {
+        auto status = parser.parseHead(input.data(), input.size(), head);
+        if (status == Http1MessageParser::HeadStatus::kIncomplete) break;
+        if (status == Http1MessageParser::HeadStatus::kError) {
+          error = std::string("unreadable reply: ") + parser.errorReason();
+          ::close(fd);
+          return false;
+        }
+        reply.status = head.status;
+        input.erase(0, parser.headConsumed());
+        if (head.status >= 100 && head.status < 200) {
+          parser.reset();
+          continue;
+        }
+        head_done = true;
+        if (!parser.expectsBody()) complete = true;
+        continue;
+      }
+      auto result = parser.parseBody(input.data(), input.size(), collector);
+      if (result.error) {
+        error = "unreadable reply body";
+        ::close(fd);
+        return false;
+      }
+      input.erase(0, result.consumed);
+      complete = result.complete;
+    }
+  }
+  ::close(fd);
+  return true;
+}
+
+}  // namespace spacegate

@@ -1,0 +1,334 @@
+// spacegatectl: the admin CLI for the gateway's control API.
+//
+//   spacegatectl [--socket PATH | --url URL --token-file F] [--json] COMMAND
+//     routes list | routes get ID | routes apply -f FILE [--replace] | routes delete ID...
+//     stats | activity | drain
+//
+// Exit codes: 0 done, 1 the gateway refused (the reason and field are
+// printed), 2 usage or a bad file, 3 the gateway could not be reached.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "control_client.h"
+#include "route/route_json.h"
+#include "route_file.h"
+
+namespace {
+
+using namespace spacegate;
+
+constexpr int kExitRefused = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+struct Options {
+  std::string socket = "/run/spacegate/control.sock";
+  std::string url;
+  std::string token_file;
+  bool json = false;
+};
+
+// Prints rows as aligned columns.
+void printTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+std::string text(const nlohmann::json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_null()) return "-";
+  return value.dump();
+}
+
+class Command {
+ public:
+  explicit Command(const Options& options) : options_(options) {}
+
+  bool connect(std::string& error) {
+    std::string token;
+    if (!options_.url.empty() && !options_.token_file.empty()) {
+      std::ifstream stream(options_.token_file);
+      if (!stream) {
+        error = options_.token_file + ": cannot read the token file";
+        return false;
+      }
+      std::getline(stream, token);
+      while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    }
+    client_ = std::make_unique<ControlClient>(options_.url.empty() ? options_.socket : "",
+                                              options_.url, token);
+    return true;
+  }
+
+  // Calls the API; on failure prints why and sets the exit code.
+  bool call(const std::string& method, const std::string& target, const std::string& body,
+            nlohmann::json& reply, int& exit_code) {
+    ControlReply raw;
+    std::string error;
+    if (!client_->call(method, target, body, raw, error)) {
+      std::fprintf(stderr, "spacegatectl: cannot reach the gateway: %s\n", error.c_str());
+      exit_code = kExitUnreachable;
+      return false;
+    }
+    try {
+      reply = raw.body.empty() ? nlohmann::json::object() : nlohmann::json::parse(raw.body);
+    } catch (const nlohmann::json::exception&) {
+      reply = raw.body;  // /metrics is text
+    }
+    if (raw.status >= 400) {
+      last_status_ = raw.status;
+      exit_code = kExitRefused;
+      return false;
+    }
+    return true;
+  }
+
+  int lastStatus() const { return last_status_; }
+
+ private:
+  const Options& options_;
+  std::unique_ptr<ControlClient> client_;
+  int last_status_ = 0;
+};
+
+void printRefusal(const nlohmann::json& reply, int status, const RouteFile* file = nullptr) {
+  std::string message = reply.is_object() && reply.contains("error") ? text(reply["error"]) : text(reply);
+  std::string field = reply.is_object() && reply.contains("field") ? text(reply["field"]) : "";
+  if (file && !field.empty()) {
+    // The API names "routes[3].upstream" or "upsert[3].upstream": point at the file.
+    size_t bracket = field.find('[');
+    if (bracket != std::string::npos && (field.starts_with("routes") || field.starts_with("upsert"))) {
+      std::fprintf(stderr, "spacegatectl: %s: refused by the gateway (%d): %s\n",
+                   file->locate(field.substr(bracket)).c_str(), status, message.c_str());
+      return;
+    }
+  }
+  if (field.empty()) {
+    std::fprintf(stderr, "spacegatectl: refused by the gateway (%d): %s\n", status, message.c_str());
+  } else {
+    std::fprintf(stderr, "spacegatectl: refused by the gateway (%d): %s: %s\n", status,
+                 field.c_str(), message.c_str());
+  }
+}
+
+// Writes that need the next version retry if another writer got there first.
+int writeWithNextVersion(Command& command, const Options& options, const std::string& method,
+                         const std::function<nlohmann::json(uint64_t)>& make_body,
+                         const RouteFile* file) {
+  int exit_code = 0;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    nlohmann::json health;
+    if (!command.call("GET", "/routes", "", health, exit_code)) {
+      printRefusal(health, command.lastStatus());
+      return exit_code;
+    }
+    uint64_t version = health.value("version", uint64_t{0}) + 1;
+    nlohmann::json reply;
+    if (command.call(method, "/routes", make_body(version).dump(), reply, exit_code)) {
+      if (options.json) {
+        std::printf("%s\n", reply.dump(2).c_str());
+      } else {
+        std::printf("applied: version %s, %s routes\n", text(reply["version"]).c_str(),
+                    text(reply["routes"]).c_str());
+      }
+      return 0;
+    }
+    if (exit_code != kExitRefused || command.lastStatus() != 409) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus(), file);
+      return exit_code;
+    }
+  }
+  std::fprintf(stderr, "spacegatectl: other writers kept changing the routes; try again\n");
+  return kExitRefused;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{"spacegatectl: administer a Spacegate gateway through its control API"};
+  app.require_subcommand(1);
+  app.add_option("--socket", options.socket, "control socket of the gateway")
+      ->capture_default_str();
+  app.add_option("--url", options.url, "control API over TCP, e.g. http://127.0.0.1:9090");
+  app.add_option("--token-file", options.token_file, "bearer token for --url");
+  app.add_flag("--json", options.json, "print the API's JSON");
+
+  auto* routes = app.add_subcommand("routes", "list, show, apply or delete routes");
+  routes->require_subcommand(1);
+  auto* list = routes->add_subcommand("list", "list every route");
+  std::string get_id;
+  auto* get = routes->add_subcommand("get", "show one route");
+  get->add_option("id", get_id, "route id")->required();
+  std::string apply_file;
+  bool replace = false;
+  auto* apply = routes->add_subcommand("apply", "upsert the routes of a file (YAML or JSON)");
+  apply->add_option("-f,--file", apply_file, "route file")->required();
+  apply->add_flag("--replace", replace, "replace the whole table with the file's routes");
+  std::vector<std::string> delete_ids;
+  auto* remove = routes->add_subcommand("delete", "delete routes by id");
+  remove->add_option("ids", delete_ids, "route ids")->required();
+  auto* stats = app.add_subcommand("stats", "gateway counters");
+  auto* activity = app.add_subcommand("activity", "traffic per Gitspace (last byte, bytes, connections)");
+  auto* drain = app.add_subcommand("drain", "close every connection after its current exchange");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    int code = app.exit(error);
+    return code == 0 ? 0 : kExitUsage;
+  }
+  if (!options.url.empty() && options.token_file.empty()) {
+    std::fprintf(stderr, "spacegatectl: --url needs --token-file\n");
+    return kExitUsage;
+  }
+  Command command(options);
+  std::string error;
+  if (!command.connect(error)) {
+    std::fprintf(stderr, "spacegatectl: %s\n", error.c_str());
+    return kExitUsage;
+  }
+  int exit_code = 0;
+  nlohmann::json reply;
+
+  if (*list) {
+    if (!command.call("GET", "/routes", "", reply, exit_code)) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
+      return exit_code;
+    }
+    if (options.json) {
+      std::printf("%s\n", reply.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"ID", "HOST", "PATH_PREFIX", "UPSTREAM", "ACCESS", "GITSPACE"}};
+    for (const auto& route : reply["routes"]) {
+      rows.push_back({text(route["id"]), text(route["host"]), text(route["path_prefix"]),
+                      text(route["upstream"]), text(route["access"]),
+                      route.contains("gitspace") ? text(route["gitspace"]) : "-"});
+    }
+    printTable(rows);
+    std::printf("version %s, %zu routes\n", text(reply["version"]).c_str(), reply["routes"].size());
+    return 0;
+  }
+  if (*get) {
+    if (!command.call("GET", "/routes/" + get_id, "", reply, exit_code)) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
+      return exit_code;
+    }
+    if (options.json) {
+      std::printf("%s\n", reply.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [key, value] : reply.items()) rows.push_back({key + ":", text(value)});
+    printTable(rows);
+    return 0;
+  }
+  if (*apply) {
+    RouteFile file;
+    if (!loadRouteFile(apply_file, file, error)) {
+      std::fprintf(stderr, "spacegatectl: %s\n", error.c_str());
+      return kExitUsage;
+    }
+    if (replace || file.has_version) {
+      auto body = [&](uint64_t next_version) {
+        return nlohmann::json{{"version", file.has_version ? file.version : next_version},
+                              {"routes", file.routes}};
+      };
+      if (file.has_version) {
+        if (!command.call("PUT", "/routes", body(0).dump(), reply, exit_code)) {
+          if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus(), &file);
+          return exit_code;
+        }
+        std::printf("applied: version %s, %s routes\n", text(reply["version"]).c_str(),
+                    text(reply["routes"]).c_str());
+        return 0;
+      }
+      return writeWithNextVersion(command, options, "PUT", body, &file);
+    }
+    return writeWithNextVersion(
+        command, options, "PATCH",
+        [&](uint64_t next_version) {
+          return nlohmann::json{{"version", next_version}, {"upsert", file.routes}};
+        },
+        &file);
+  }
+  if (*remove) {
+    return writeWithNextVersion(
+        command, options, "PATCH",
+        [&](uint64_t next_version) {
+          return nlohmann::json{{"version", next_version}, {"delete", delete_ids}};
+        },
+        nullptr);
+  }
+  if (*stats) {
+    if (!command.call("GET", "/stats", "", reply, exit_code)) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
+      return exit_code;
+    }
+    if (options.json) {
+      std::printf("%s\n", reply.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    rows.push_back({"route table version", text(reply["route_table"]["version"])});
+    rows.push_back({"routes", text(reply["route_table"]["routes"])});
+    rows.push_back({"snapshot version", text(reply["route_table"]["snapshot_version"])});
+    rows.push_back({"draining", text(reply["draining"])});
+    for (const auto& [key, value] : reply["totals"].items()) {
+      if (value.is_object()) {
+        for (const auto& [inner, count] : value.items()) rows.push_back({key + " " + inner, text(count)});
+      } else {
+        rows.push_back({key, text(value)});
+      }
+    }
+    rows.push_back({"control writes accepted", text(reply["control"]["writes_accepted"])});
+    rows.push_back({"control writes refused", text(reply["control"]["writes_refused"])});
+    printTable(rows);
+    return 0;
+  }
+  if (*activity) {
+    if (!command.call("GET", "/activity", "", reply, exit_code)) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
+      return exit_code;
+    }
+    if (options.json) {
+      std::printf("%s\n", reply.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"GITSPACE", "LAST_ACTIVITY", "BYTES_IN", "BYTES_OUT", "OPEN", "TUNNELS"}};
+    for (const auto& entry : reply["gitspaces"]) {
+      rows.push_back({text(entry["gitspace"]), text(entry["last_activity"]), text(entry["bytes_in"]),
+                      text(entry["bytes_out"]), text(entry["open_connections"]),
+                      text(entry["open_tunnels"])});
+    }
+    printTable(rows);
+    return 0;
+  }
+  if (*drain) {
+    if (!command.call("POST", "/drain", "", reply, exit_code)) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
+      return exit_code;
+    }
+    std::printf("draining\n");
+    return 0;
+  }
+  return kExitUsage;
+}
