@@ -42,7 +42,9 @@ bool readVersion(const nlohmann::json& body, uint64_t& version, ValidationError&
     error = {"version", "is required"};
     return false;
   }
-  if (!found->is_number_unsigned() || found->get<uint64_t>() == 0) {
+  // Integers arrive signed (built in code, or from YAML) or unsigned (parsed JSON).
+  if (!found->is_number_integer() ||
+      (found->is_number_unsigned() ? found->get<uint64_t>() == 0 : found->get<int64_t>() <= 0)) {
     error = {"version", "must be a whole number above 0"};
     return false;
   }

@@ -1,0 +1,43 @@
+// Regression tests for loadYamlText() found by fuzz/gateway_config_fuzzer;
+// each is named after the bug it pins, and its input is also in
+// fuzz/corpus/gateway_config/.
+#include "config/yaml_document.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace spacegate {
+namespace {
+
+// "workers: 7e800" killed `spacegate --config` with an uncaught
+// std::out_of_range from std::stod: a float beyond double's range.
+TEST(YamlDocumentTest, FloatBeyondDoubleRangeIsAnErrorNotACrash) {
+  YamlDocument document;
+  std::string error;
+  EXPECT_FALSE(loadYamlText("workers: 7e800\n", document, error));
+  EXPECT_NE(error.find("1: number out of range"), std::string::npos) << error;
+  EXPECT_FALSE(loadYamlText("limits:\n  x: -1e-400\n", document, error));
+  EXPECT_NE(error.find("2: number out of range"), std::string::npos) << error;
+  ASSERT_TRUE(loadYamlText("a: 1e300\nb: +2.5\nc: .5\nd: -3.\ne: 1e\n", document, error));
+  EXPECT_EQ(document.root["a"], 1e300);
+  EXPECT_EQ(document.root["b"], 2.5);
+  EXPECT_EQ(document.root["c"], 0.5);
+  EXPECT_EQ(document.root["d"], -3.0);
+  EXPECT_EQ(document.root["e"], "1e");
+}
+
+// A scalar of 300,000 digits overflowed the stack in std::regex_match,
+// which recursed once per character.
+TEST(YamlDocumentTest, LongNumericScalarDoesNotOverflowTheStack) {
+  YamlDocument document;
+  std::string error;
+  std::string digits(300'000, '1');
+  EXPECT_FALSE(loadYamlText("workers: " + digits + ".5\n", document, error));
+  EXPECT_NE(error.find("number out of range"), std::string::npos) << error.substr(0, 100);
+  ASSERT_TRUE(loadYamlText("workers: 0." + digits + "\n", document, error)) << error;
+  EXPECT_TRUE(document.root["workers"].is_number_float());
+}
+
+}  // namespace
+}  // namespace spacegate
