@@ -1,6 +1,8 @@
 #include "route/route_table.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <unordered_set>
 
 namespace spacegate {
@@ -28,10 +30,9 @@ bool Route::sameDefinition(const Route& other) const {
 }
 
 RouteTable::RouteTable() {
-  auto empty_hosts = std::make_shared<const HostShard>();
-  auto empty_ids = std::make_shared<const IdShard>();
-  host_shards_.fill(empty_hosts);
-  id_shards_.fill(empty_ids);
+  host_shards_.fill(std::make_shared<const HostShard>());
+  route_shards_.fill(std::make_shared<const RouteShard>());
+  id_shards_.fill(std::make_shared<const IdShard>());
 }
 
 RouteTable::RouteTable(std::vector<Route> routes, uint64_t version) : RouteTable() {
@@ -46,11 +47,14 @@ std::string_view RouteTable::hostKey(const Route& route, bool& wildcard) {
   return host;
 }
 
-void RouteTable::insertSorted(HostRoutes& candidates, RoutePtr route) {
-  auto position = std::find_if(candidates.begin(), candidates.end(), [&](const RoutePtr& other) {
-    return other->path_prefix.size() < route->path_prefix.size();
-  });
-  candidates.insert(position, std::move(route));
+std::string RouteTable::routeKey(bool wildcard, std::string_view host, std::string_view prefix) {
+  std::string key;
+  key.reserve(2 + host.size() + prefix.size());
+  key.push_back(wildcard ? 'W' : 'E');
+  key.append(host);
+  key.push_back(' ');
+  key.append(prefix);
+  return key;
 }
 
 std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> upserts,
@@ -60,20 +64,14 @@ std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> ups
   next->version_ = version;
   // Shards copied for this update, writable until the table is published.
   std::unordered_map<size_t, std::shared_ptr<HostShard>> host_copies;
+  std::unordered_map<size_t, std::shared_ptr<RouteShard>> route_copies;
   std::unordered_map<size_t, std::shared_ptr<IdShard>> id_copies;
-  auto writable_hosts = [&](size_t index) -> HostShard& {
-    auto& copy = host_copies[index];
+  auto writable = [](auto& copies, auto& shards, size_t index) -> auto& {
+    auto& copy = copies[index];
     if (!copy) {
-      copy = std::make_shared<HostShard>(*next->host_shards_[index]);
-      next->host_shards_[index] = copy;
-    }
-    return *copy;
-  };
-  auto writable_ids = [&](size_t index) -> IdShard& {
-    auto& copy = id_copies[index];
-    if (!copy) {
-      copy = std::make_shared<IdShard>(*next->id_shards_[index]);
-      next->id_shards_[index] = copy;
+      using Shard = typename std::remove_reference_t<decltype(copy)>::element_type;
+      copy = std::make_shared<Shard>(*shards[index]);
+      shards[index] = copy;
     }
     return *copy;
   };
@@ -82,16 +80,23 @@ std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> ups
     auto found = next->id_shards_[id_index]->routes.find(id);
     if (found == next->id_shards_[id_index]->routes.end()) return nullptr;
     RoutePtr old = found->second;
-    writable_ids(id_index).routes.erase(id);
+    writable(id_copies, next->id_shards_, id_index).routes.erase(id);
     bool wildcard;
-    std::string_view key = hostKey(*old, wildcard);
-    HostShard& shard = writable_hosts(shardOf(key));
-    HostMap& map = wildcard ? shard.wildcard : shard.exact;
-    auto host = map.find(key);
-    if (host != map.end()) {
-      auto& candidates = host->second;
-      candidates.erase(std::remove(candidates.begin(), candidates.end(), old), candidates.end());
-      if (candidates.empty()) map.erase(host);
+    std::string_view host = hostKey(*old, wildcard);
+    std::string key = routeKey(wildcard, host, old->path_prefix);
+    writable(route_copies, next->route_shards_, shardOf(key)).routes.erase(key);
+    HostShard& hosts = writable(host_copies, next->host_shards_, shardOf(host));
+    LengthMap& lengths_by_host = wildcard ? hosts.wildcard : hosts.exact;
+    if (auto entry = lengths_by_host.find(host); entry != lengths_by_host.end()) {
+      PrefixLengths& lengths = entry->second;
+      uint32_t length = static_cast<uint32_t>(old->path_prefix.size());
+      for (auto it = lengths.begin(); it != lengths.end(); ++it) {
+        if (it->first == length) {
+          if (--it->second == 0) lengths.erase(it);
+          break;
+        }
+      }
+      if (lengths.empty()) lengths_by_host.erase(entry);
     }
     --next->size_;
     return old;
@@ -101,11 +106,21 @@ std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> ups
     RoutePtr old = remove(route.id);
     if (old) route.stats = old->stats;  // counters follow the id
     auto stored = std::make_shared<const Route>(std::move(route));
-    writable_ids(shardOf(stored->id)).routes.emplace(stored->id, stored);
+    writable(id_copies, next->id_shards_, shardOf(stored->id)).routes.emplace(stored->id, stored);
     bool wildcard;
-    std::string_view key = hostKey(*stored, wildcard);
-    HostShard& shard = writable_hosts(shardOf(key));
-    insertSorted((wildcard ? shard.wildcard : shard.exact)[std::string(key)], stored);
+    std::string_view host = hostKey(*stored, wildcard);
+    std::string key = routeKey(wildcard, host, stored->path_prefix);
+    writable(route_copies, next->route_shards_, shardOf(key)).routes[key] = stored;
+    HostShard& hosts = writable(host_copies, next->host_shards_, shardOf(host));
+    PrefixLengths& lengths = (wildcard ? hosts.wildcard : hosts.exact)[std::string(host)];
+    uint32_t length = static_cast<uint32_t>(stored->path_prefix.size());
+    auto position = lengths.begin();
+    while (position != lengths.end() && position->first > length) ++position;
+    if (position != lengths.end() && position->first == length) {
+      ++position->second;
+    } else {
+      lengths.insert(position, {length, 1});
+    }
     if (wildcard) next->has_wildcards_ = true;
     ++next->size_;
   }
@@ -153,9 +168,27 @@ std::string RouteTable::stripPrefix(std::string_view prefix, std::string_view pa
   return std::string(rest);
 }
 
-const Route* RouteTable::longestPrefix(const HostRoutes& candidates, std::string_view path) {
-  for (const RoutePtr& route : candidates) {
-    if (prefixMatches(route->path_prefix, path)) return route.get();
+const Route* RouteTable::longestPrefix(bool wildcard, std::string_view host,
+                                       const PrefixLengths& lengths, std::string_view path) const {
+  // Key buffer on the stack: no allocation per request.
+  char key[1 + 256 + 1 + 1024];
+  if (host.size() > 256) return nullptr;
+  key[0] = wildcard ? 'W' : 'E';
+  std::memcpy(key + 1, host.data(), host.size());
+  key[1 + host.size()] = ' ';
+  size_t key_base = 2 + host.size();
+  for (const auto& [length, count] : lengths) {
+    if (length > path.size() || length > 1024) continue;
+    // Only a prefix that ends on a segment boundary of the path matches.
+    bool boundary = path[length - 1] == '/' || length == path.size() || path[length] == '/' ||
+                    path[length] == '?';
+    if (!boundary) continue;
+    std::memcpy(key + key_base, path.data(), length);
+    std::string_view probe(key, key_base + length);
+    const RouteShard& shard = *route_shards_[shardOf(probe)];
+    if (auto found = shard.routes.find(probe); found != shard.routes.end()) {
+      return found->second.get();
+    }
   }
   return nullptr;
 }
@@ -169,7 +202,7 @@ const Route* RouteTable::match(std::string_view host, std::string_view path) con
     if (auto exact = shard.exact.find(name); exact != shard.exact.end()) {
       // A host with routes of its own is never served by a wildcard route:
       // its unmatched paths are a 404, not another Gitspace's traffic.
-      return longestPrefix(exact->second, path);
+      return longestPrefix(false, name, exact->second, path);
     }
   }
   if (!has_wildcards_) return nullptr;
@@ -178,7 +211,7 @@ const Route* RouteTable::match(std::string_view host, std::string_view path) con
   std::string_view parent = name.substr(dot + 1);
   const HostShard& shard = *host_shards_[shardOf(parent)];
   if (auto wildcard = shard.wildcard.find(parent); wildcard != shard.wildcard.end()) {
-    return longestPrefix(wildcard->second, path);
+    return longestPrefix(true, parent, wildcard->second, path);
   }
   return nullptr;
 }
@@ -192,14 +225,10 @@ const Route* RouteTable::findById(std::string_view id) const {
 const Route* RouteTable::findByHostAndPrefix(std::string_view host, std::string_view prefix) const {
   bool wildcard = host.starts_with("*.");
   if (wildcard) host.remove_prefix(2);
-  const HostShard& shard = *host_shards_[shardOf(host)];
-  const HostMap& map = wildcard ? shard.wildcard : shard.exact;
-  auto found = map.find(host);
-  if (found == map.end()) return nullptr;
-  for (const RoutePtr& route : found->second) {
-    if (route->path_prefix == prefix) return route.get();
-  }
-  return nullptr;
+  std::string key = routeKey(wildcard, host, prefix);
+  const RouteShard& shard = *route_shards_[shardOf(key)];
+  auto found = shard.routes.find(key);
+  return found == shard.routes.end() ? nullptr : found->second.get();
 }
 
 std::vector<RoutePtr> RouteTable::sortedRoutes() const {

@@ -1,13 +1,15 @@
 // RouteTable: an immutable snapshot of all routes, read by every worker
-// without locks. Lookup hashes the host (exact, then the one-label wildcard,
-// only for hosts without exact routes), then picks the longest matching path
-// prefix among that host's few routes: the cost does not grow with the
-// number of routes.
+// without locks. A route is filed under the key (host, path_prefix). Lookup
+// normalises the host, takes that host's distinct prefix lengths (longest
+// first; a handful even when one gateway host carries 100,000 /gs/<id>/
+// prefixes) and probes the key for each length that ends on a segment
+// boundary of the path. Exact hosts come first; a host with routes of its own
+// is never served by a wildcard route. The cost depends on the request and
+// the number of distinct prefix lengths, never on the number of routes.
 //
-// The table is split into shards by host (and, for lookups by id, by id).
-// An update copies only the shards it touches and shares the rest with the
-// previous table, so a single upsert into a table of 100,000 routes costs
-// microseconds, not a rebuild.
+// The maps are split into shards by key. An update copies only the shards it
+// touches and shares the rest with the previous table, so a single upsert
+// into a table of 100,000 routes costs microseconds, not a rebuild.
 #pragma once
 
 #include <array>
@@ -70,24 +72,31 @@ class RouteTable {
     using is_transparent = void;
     size_t operator()(std::string_view text) const { return std::hash<std::string_view>()(text); }
   };
-  // Routes of one host, longest prefix first.
-  using HostRoutes = std::vector<RoutePtr>;
-  using HostMap = std::unordered_map<std::string, HostRoutes, StringHash, std::equal_to<>>;
+  // A host's distinct prefix lengths, longest first, each with the number of
+  // routes that have it.
+  using PrefixLengths = std::vector<std::pair<uint32_t, uint32_t>>;
+  using LengthMap = std::unordered_map<std::string, PrefixLengths, StringHash, std::equal_to<>>;
   struct HostShard {
-    HostMap exact;
-    HostMap wildcard;  // keyed by the part after "*."
+    LengthMap exact;
+    LengthMap wildcard;  // keyed by the part after "*."
   };
   struct IdShard {
     std::unordered_map<std::string, RoutePtr, StringHash, std::equal_to<>> routes;
   };
+  struct RouteShard {
+    // Key: 'E' or 'W' (exact or wildcard), the host (without "*."), ' ', the prefix.
+    std::unordered_map<std::string, RoutePtr, StringHash, std::equal_to<>> routes;
+  };
 
   static size_t shardOf(std::string_view key) { return StringHash()(key) % kShardCount; }
-  // The key a route is filed under in the host shards.
+  // The host a route is filed under ("*." removed) and whether it is a wildcard.
   static std::string_view hostKey(const Route& route, bool& wildcard);
-  static const Route* longestPrefix(const HostRoutes& candidates, std::string_view path);
-  static void insertSorted(HostRoutes& candidates, RoutePtr route);
+  static std::string routeKey(bool wildcard, std::string_view host, std::string_view prefix);
+  const Route* longestPrefix(bool wildcard, std::string_view host, const PrefixLengths& lengths,
+                             std::string_view path) const;
 
   std::array<std::shared_ptr<const HostShard>, kShardCount> host_shards_;
+  std::array<std::shared_ptr<const RouteShard>, kShardCount> route_shards_;
   std::array<std::shared_ptr<const IdShard>, kShardCount> id_shards_;
   size_t size_ = 0;
   uint64_t version_ = 0;
