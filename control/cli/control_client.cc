@@ -96,8 +96,8 @@ bool ControlClient::call(const std::string& method, const std::string& target,
                         "\r\nConnection: close\r\nUser-Agent: spacegatectl\r\n";
   if (!token_.empty()) request += "Authorization: Bearer " + token_ + "\r\n";
   if (!body.empty() || method == "PUT" || method == "PATCH" || method == "POST") {
-    request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-               "\r\n";
+    request +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   request += "\r\n";
   request += body;

@@ -100,6 +100,9 @@ class Command {
 
   int lastStatus() const { return last_status_; }
 
+  // A read-only call whose refusal is printed as is.
+  bool fetch(const std::string& target, nlohmann::json& reply, int& exit_code);
+
  private:
   const Options& options_;
   std::unique_ptr<ControlClient> client_;
@@ -107,23 +110,32 @@ class Command {
 };
 
 void printRefusal(const nlohmann::json& reply, int status, const RouteFile* file = nullptr) {
-  std::string message = reply.is_object() && reply.contains("error") ? text(reply["error"]) : text(reply);
+  std::string message =
+      reply.is_object() && reply.contains("error") ? text(reply["error"]) : text(reply);
   std::string field = reply.is_object() && reply.contains("field") ? text(reply["field"]) : "";
   if (file && !field.empty()) {
     // The API names "routes[3].upstream" or "upsert[3].upstream": point at the file.
     size_t bracket = field.find('[');
-    if (bracket != std::string::npos && (field.starts_with("routes") || field.starts_with("upsert"))) {
+    if (bracket != std::string::npos &&
+        (field.starts_with("routes") || field.starts_with("upsert"))) {
       std::fprintf(stderr, "spacegatectl: %s: refused by the gateway (%d): %s\n",
                    file->locate(field.substr(bracket)).c_str(), status, message.c_str());
       return;
     }
   }
   if (field.empty()) {
-    std::fprintf(stderr, "spacegatectl: refused by the gateway (%d): %s\n", status, message.c_str());
+    std::fprintf(stderr, "spacegatectl: refused by the gateway (%d): %s\n", status,
+                 message.c_str());
   } else {
     std::fprintf(stderr, "spacegatectl: refused by the gateway (%d): %s: %s\n", status,
                  field.c_str(), message.c_str());
   }
+}
+
+bool Command::fetch(const std::string& target, nlohmann::json& reply, int& exit_code) {
+  if (call("GET", target, "", reply, exit_code)) return true;
+  if (exit_code == kExitRefused) printRefusal(reply, last_status_);
+  return false;
 }
 
 // Writes that need the next version retry if another writer got there first.
@@ -184,7 +196,8 @@ int main(int argc, char** argv) {
   auto* remove = routes->add_subcommand("delete", "delete routes by id");
   remove->add_option("ids", delete_ids, "route ids")->required();
   auto* stats = app.add_subcommand("stats", "gateway counters");
-  auto* activity = app.add_subcommand("activity", "traffic per Gitspace (last byte, bytes, connections)");
+  auto* activity =
+      app.add_subcommand("activity", "traffic per Gitspace (last byte, bytes, connections)");
   auto* drain = app.add_subcommand("drain", "close every connection after its current exchange");
 
   try {
@@ -207,10 +220,7 @@ int main(int argc, char** argv) {
   nlohmann::json reply;
 
   if (*list) {
-    if (!command.call("GET", "/routes", "", reply, exit_code)) {
-      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
-      return exit_code;
-    }
+    if (!command.fetch("/routes", reply, exit_code)) return exit_code;
     if (options.json) {
       std::printf("%s\n", reply.dump(2).c_str());
       return 0;
@@ -227,10 +237,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*get) {
-    if (!command.call("GET", "/routes/" + get_id, "", reply, exit_code)) {
-      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
-      return exit_code;
-    }
+    if (!command.fetch("/routes/" + get_id, reply, exit_code)) return exit_code;
     if (options.json) {
       std::printf("%s\n", reply.dump(2).c_str());
       return 0;
@@ -278,10 +285,7 @@ int main(int argc, char** argv) {
         nullptr);
   }
   if (*stats) {
-    if (!command.call("GET", "/stats", "", reply, exit_code)) {
-      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
-      return exit_code;
-    }
+    if (!command.fetch("/stats", reply, exit_code)) return exit_code;
     if (options.json) {
       std::printf("%s\n", reply.dump(2).c_str());
       return 0;
@@ -293,7 +297,8 @@ int main(int argc, char** argv) {
     rows.push_back({"draining", text(reply["draining"])});
     for (const auto& [key, value] : reply["totals"].items()) {
       if (value.is_object()) {
-        for (const auto& [inner, count] : value.items()) rows.push_back({key + " " + inner, text(count)});
+        for (const auto& [inner, count] : value.items())
+          rows.push_back({key + " " + inner, text(count)});
       } else {
         rows.push_back({key, text(value)});
       }
@@ -304,10 +309,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*activity) {
-    if (!command.call("GET", "/activity", "", reply, exit_code)) {
-      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
-      return exit_code;
-    }
+    if (!command.fetch("/activity", reply, exit_code)) return exit_code;
     if (options.json) {
       std::printf("%s\n", reply.dump(2).c_str());
       return 0;
@@ -315,9 +317,9 @@ int main(int argc, char** argv) {
     std::vector<std::vector<std::string>> rows = {
         {"GITSPACE", "LAST_ACTIVITY", "BYTES_IN", "BYTES_OUT", "OPEN", "TUNNELS"}};
     for (const auto& entry : reply["gitspaces"]) {
-      rows.push_back({text(entry["gitspace"]), text(entry["last_activity"]), text(entry["bytes_in"]),
-                      text(entry["bytes_out"]), text(entry["open_connections"]),
-                      text(entry["open_tunnels"])});
+      rows.push_back({text(entry["gitspace"]), text(entry["last_activity"]),
+                      text(entry["bytes_in"]), text(entry["bytes_out"]),
+                      text(entry["open_connections"]), text(entry["open_tunnels"])});
     }
     printTable(rows);
     return 0;

@@ -32,7 +32,8 @@ bool loadRouteFile(const std::string& path, RouteFile& file, std::string& error)
     if (root.contains("version")) {
       const nlohmann::json& version = root["version"];
       if (!version.is_number_integer() ||
-          (version.is_number_unsigned() ? version.get<uint64_t>() == 0 : version.get<int64_t>() <= 0)) {
+          (version.is_number_unsigned() ? version.get<uint64_t>() == 0
+                                        : version.get<int64_t>() <= 0)) {
         error = path + ":" + std::to_string(file.document.lineOf("version")) +
                 ": version: must be a whole number above 0";
         return false;

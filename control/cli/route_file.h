@@ -16,7 +16,7 @@ namespace spacegate {
 struct RouteFile {
   std::string path;
   YamlDocument document;
-  nlohmann::json routes;   // the list of route objects
+  nlohmann::json routes;  // the list of route objects
   bool has_version = false;
   uint64_t version = 0;
   std::string routes_path;  // field path of the list in the file ("" or "routes")

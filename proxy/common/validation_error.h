@@ -12,4 +12,12 @@ struct ValidationError {
   std::string message;
 };
 
+// Records why `field` is refused; returns false so a validator can
+// `return rejectField(error, "routes[0].id", "...")`.
+inline bool rejectField(ValidationError& error, std::string field, std::string message) {
+  error.field = std::move(field);
+  error.message = std::move(message);
+  return false;
+}
+
 }  // namespace spacegate

@@ -10,18 +10,12 @@ namespace spacegate {
 
 namespace {
 
-bool fail(ValidationError& error, std::string field, std::string message) {
-  error.field = std::move(field);
-  error.message = std::move(message);
-  return false;
-}
-
 bool checkKeys(const nlohmann::json& object, const std::string& path,
                const std::set<std::string>& known, ValidationError& error) {
-  if (!object.is_object()) return fail(error, path, "must be a mapping");
+  if (!object.is_object()) return rejectField(error, path, "must be a mapping");
   for (const auto& [key, value] : object.items()) {
     if (!known.count(key)) {
-      return fail(error, path.empty() ? key : path + "." + key, "unknown key");
+      return rejectField(error, path.empty() ? key : path + "." + key, "unknown key");
     }
   }
   return true;
@@ -33,23 +27,24 @@ bool readDuration(const nlohmann::json& object, const char* key, const std::stri
   if (it == object.end()) return true;
   std::string field = path + "." + key;
   if (!it->is_string() || !parseDuration(it->get<std::string>(), out)) {
-    return fail(error, field, "must be a duration such as \"500ms\", \"10s\", \"5m\", \"1h\"");
+    return rejectField(error, field,
+                       "must be a duration such as \"500ms\", \"10s\", \"5m\", \"1h\"");
   }
   return true;
 }
 
 template <typename Integer>
-bool readCount(const nlohmann::json& object, const char* key, const std::string& path,
-               Integer& out, uint64_t minimum, uint64_t maximum, ValidationError& error) {
+bool readCount(const nlohmann::json& object, const char* key, const std::string& path, Integer& out,
+               uint64_t minimum, uint64_t maximum, ValidationError& error) {
   auto it = object.find(key);
   if (it == object.end()) return true;
   std::string field = path.empty() ? key : path + "." + key;
   if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
       static_cast<uint64_t>(it->get<int64_t>()) < minimum ||
       static_cast<uint64_t>(it->get<int64_t>()) > maximum) {
-    return fail(error, field,
-                "must be a whole number from " + std::to_string(minimum) + " to " +
-                    std::to_string(maximum));
+    return rejectField(error, field,
+                       "must be a whole number from " + std::to_string(minimum) + " to " +
+                           std::to_string(maximum));
   }
   out = static_cast<Integer>(it->get<int64_t>());
   return true;
@@ -90,16 +85,17 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
   if (auto listen = root.find("listen"); listen != root.end()) {
     nlohmann::json list = listen->is_string() ? nlohmann::json::array({*listen}) : *listen;
     if (!list.is_array() || list.empty()) {
-      return fail(error, "listen", "must be an address or a list of addresses");
+      return rejectField(error, "listen", "must be an address or a list of addresses");
     }
     config.listeners.clear();
     for (size_t i = 0; i < list.size(); ++i) {
       std::string field = listen->is_string() ? "listen" : "listen[" + std::to_string(i) + "]";
       SocketAddress address;
       std::string reason;
-      if (!list[i].is_string()) return fail(error, field, "must be a string like 127.0.0.1:8080");
+      if (!list[i].is_string())
+        return rejectField(error, field, "must be a string like 127.0.0.1:8080");
       if (!parseSocketAddress(list[i].get<std::string>(), address, reason, false, false)) {
-        return fail(error, field, reason);
+        return rejectField(error, field, reason);
       }
       config.listeners.push_back(address);
     }
@@ -107,14 +103,14 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
   if (!readCount(root, "workers", "", config.workers, 0, 256, error)) return false;
   if (auto log = root.find("access_log"); log != root.end()) {
     if (!log->is_string() || log->get<std::string>().empty()) {
-      return fail(error, "access_log", "must be a file path, \"stdout\" or \"off\"");
+      return rejectField(error, "access_log", "must be a file path, \"stdout\" or \"off\"");
     }
     config.access_log = log->get<std::string>();
   }
   if (auto level = root.find("log_level"); level != root.end()) {
     static const std::set<std::string> levels = {"debug", "info", "warning", "error"};
     if (!level->is_string() || !levels.count(level->get<std::string>())) {
-      return fail(error, "log_level", "must be one of debug, info, warning, error");
+      return rejectField(error, "log_level", "must be one of debug, info, warning, error");
     }
     config.log_level = level->get<std::string>();
   }
@@ -129,39 +125,37 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
                    error)) {
       return false;
     }
-    if (!readCount(limits, "header_block_size", "limits", out.header_block_size, 1024,
-                   1024 * 1024, error) ||
+    if (!readCount(limits, "header_block_size", "limits", out.header_block_size, 1024, 1024 * 1024,
+                   error) ||
         !readCount(limits, "header_field_count", "limits", out.header_field_count, 1, 10'000,
                    error) ||
-        !readCount(limits, "request_body_size", "limits", out.request_body_size, 0,
-                   UINT64_MAX >> 2, error) ||
+        !readCount(limits, "request_body_size", "limits", out.request_body_size, 0, UINT64_MAX >> 2,
+                   error) ||
         !readCount(limits, "write_high_water", "limits", out.write_high_water, 4096,
                    64 * 1024 * 1024, error) ||
-        !readCount(limits, "write_low_water", "limits", out.write_low_water, 0,
-                   64 * 1024 * 1024, error) ||
+        !readCount(limits, "write_low_water", "limits", out.write_low_water, 0, 64 * 1024 * 1024,
+                   error) ||
         !readDuration(limits, "header_read_timeout", "limits", out.header_read_timeout_ms, error) ||
         !readDuration(limits, "keepalive_idle_timeout", "limits", out.keepalive_idle_timeout_ms,
                       error) ||
-        !readDuration(limits, "client_body_timeout", "limits", out.client_body_timeout_ms,
+        !readDuration(limits, "client_body_timeout", "limits", out.client_body_timeout_ms, error) ||
+        !readDuration(limits, "upstream_connect_timeout", "limits", out.upstream_connect_timeout_ms,
                       error) ||
-        !readDuration(limits, "upstream_connect_timeout", "limits",
-                      out.upstream_connect_timeout_ms, error) ||
         !readDuration(limits, "upstream_response_timeout", "limits",
                       out.upstream_response_timeout_ms, error) ||
-        !readDuration(limits, "tunnel_idle_timeout", "limits", out.tunnel_idle_timeout_ms,
-                      error) ||
+        !readDuration(limits, "tunnel_idle_timeout", "limits", out.tunnel_idle_timeout_ms, error) ||
         !readDuration(limits, "shutdown_grace", "limits", out.shutdown_grace_ms, error)) {
       return false;
     }
     if (out.write_low_water >= out.write_high_water) {
-      return fail(error, "limits.write_low_water", "must be below limits.write_high_water");
+      return rejectField(error, "limits.write_low_water", "must be below limits.write_high_water");
     }
-    for (const char* key : {"header_read_timeout", "keepalive_idle_timeout", "client_body_timeout",
-                            "upstream_connect_timeout", "upstream_response_timeout",
-                            "tunnel_idle_timeout"}) {
+    for (const char* key :
+         {"header_read_timeout", "keepalive_idle_timeout", "client_body_timeout",
+          "upstream_connect_timeout", "upstream_response_timeout", "tunnel_idle_timeout"}) {
       uint64_t value = 1;
       readDuration(limits, key, "limits", value, error);
-      if (value == 0) return fail(error, std::string("limits.") + key, "must be above zero");
+      if (value == 0) return rejectField(error, std::string("limits.") + key, "must be above zero");
     }
   }
   if (auto pool = root.find("upstream_pool"); pool != root.end()) {
@@ -175,7 +169,7 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
   }
   if (auto state_dir = root.find("state_dir"); state_dir != root.end()) {
     if (!state_dir->is_string() || state_dir->get<std::string>().empty()) {
-      return fail(error, "state_dir", "must be a folder path");
+      return rejectField(error, "state_dir", "must be a folder path");
     }
     config.state_dir = state_dir->get<std::string>();
   }
@@ -195,12 +189,13 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
       auto value = control->find(key);
       if (value == control->end()) continue;
       if (!value->is_string() || value->get<std::string>().empty()) {
-        return fail(error, std::string("control.") + key, "must be a non-empty string");
+        return rejectField(error, std::string("control.") + key, "must be a non-empty string");
       }
     }
     if (auto socket = control->find("socket"); socket != control->end()) {
       out.socket = socket->get<std::string>();
-      if (out.socket.front() != '/') return fail(error, "control.socket", "must be an absolute path");
+      if (out.socket.front() != '/')
+        return rejectField(error, "control.socket", "must be an absolute path");
     }
     if (auto token = control->find("token_file"); token != control->end()) {
       out.token_file = token->get<std::string>();
@@ -209,10 +204,11 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
       out.address = address->get<std::string>();
       std::string reason;
       if (!parseSocketAddress(out.address, out.tcp_address, reason, false, false)) {
-        return fail(error, "control.address", reason);
+        return rejectField(error, "control.address", reason);
       }
       if (out.token_file.empty()) {
-        return fail(error, "control.address", "a TCP control address needs control.token_file");
+        return rejectField(error, "control.address",
+                           "a TCP control address needs control.token_file");
       }
     }
   }

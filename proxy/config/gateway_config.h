@@ -17,10 +17,10 @@ namespace spacegate {
 
 // The control API (docs/control-api.md).
 struct ControlConfig {
-  std::string socket;            // unix socket path; empty: none
-  std::string address;           // TCP "host:port"; empty: none (needs token_file)
+  std::string socket;   // unix socket path; empty: none
+  std::string address;  // TCP "host:port"; empty: none (needs token_file)
   SocketAddress tcp_address;
-  std::string token_file;        // bearer token for TCP, one line
+  std::string token_file;  // bearer token for TCP, one line
   uint64_t max_body_size = 256u << 20;
   uint64_t route_limit = 1'000'000;
   uint64_t route_close_grace_ms = 0;  // before closing a retired route's connections
@@ -36,7 +36,7 @@ struct GatewayConfig {
   std::vector<Route> routes;
   bool routes_given = false;  // the file has a routes: key
   ControlConfig control;
-  std::string state_dir;      // where routes.json (the applied table) is kept; empty: nowhere
+  std::string state_dir;  // where routes.json (the applied table) is kept; empty: nowhere
 };
 
 // Validates and applies a parsed config document over the defaults.

@@ -203,15 +203,16 @@ ControlResponse ControlApi::stats() {
   nlohmann::json per_worker = nlohmann::json::array();
   for (const auto& worker : workers) per_worker.push_back(countersToJson(worker));
   RouteTableSnapshot table = routes_.current();
-  nlohmann::json body = {
-      {"route_table", {{"version", table->version()},
-                       {"routes", table->size()},
-                       {"snapshot_version", routes_.persistedVersion()}}},
-      {"control", {{"writes_accepted", routes_.writesAccepted()},
-                   {"writes_refused", routes_.writesRefused()}}},
-      {"draining", gateway_.draining()},
-      {"totals", countersToJson(sumCounters(workers))},
-      {"workers", per_worker}};
+  nlohmann::json body = {{"route_table",
+                          {{"version", table->version()},
+                           {"routes", table->size()},
+                           {"snapshot_version", routes_.persistedVersion()}}},
+                         {"control",
+                          {{"writes_accepted", routes_.writesAccepted()},
+                           {"writes_refused", routes_.writesRefused()}}},
+                         {"draining", gateway_.draining()},
+                         {"totals", countersToJson(sumCounters(workers))},
+                         {"workers", per_worker}};
   return jsonResponse(200, body);
 }
 
@@ -223,7 +224,8 @@ ControlResponse ControlApi::metrics() {
   out.reserve(4096);
   appendHelp(out, "spacegate_requests_total", "counter", "Requests by status class.");
   for (int i = 0; i < 6; ++i) {
-    appendMetric(out, "spacegate_requests_total", std::string("class=\"") + kStatusClasses[i] + "\"",
+    appendMetric(out, "spacegate_requests_total",
+                 std::string("class=\"") + kStatusClasses[i] + "\"",
                  static_cast<double>(total.requests_by_class[i]));
   }
   appendHelp(out, "spacegate_bytes_in_total", "counter", "Bytes received from clients.");
@@ -275,10 +277,12 @@ ControlResponse ControlApi::metrics() {
                  static_cast<double>(cumulative));
   }
   appendMetric(out, "spacegate_route_update_apply_seconds_sum", "", routes_.applyLatencySum());
-  appendMetric(out, "spacegate_route_update_apply_seconds_count", "", static_cast<double>(cumulative));
+  appendMetric(out, "spacegate_route_update_apply_seconds_count", "",
+               static_cast<double>(cumulative));
   // Per route: only routes that carried traffic, so a table of 100,000 idle
   // routes does not make a 100,000-line scrape.
-  appendHelp(out, "spacegate_route_requests_total", "counter", "Requests by route and status class.");
+  appendHelp(out, "spacegate_route_requests_total", "counter",
+             "Requests by route and status class.");
   std::string route_bytes;
   table->forEach([&](const Route& route) {
     const RouteStats& stats = *route.stats;
@@ -323,8 +327,8 @@ ControlResponse ControlApi::activity() {
     if (route.gitspace.empty()) return;
     Activity& activity = by_gitspace[route.gitspace];
     const RouteStats& stats = *route.stats;
-    activity.last_unix_ms =
-        std::max(activity.last_unix_ms, stats.last_activity_unix_ms.load(std::memory_order_relaxed));
+    activity.last_unix_ms = std::max(activity.last_unix_ms,
+                                     stats.last_activity_unix_ms.load(std::memory_order_relaxed));
     activity.bytes_in += stats.bytes_in.load(std::memory_order_relaxed);
     activity.bytes_out += stats.bytes_out.load(std::memory_order_relaxed);
     activity.open_connections += stats.open_connections.load(std::memory_order_relaxed);
@@ -335,8 +339,9 @@ ControlResponse ControlApi::activity() {
   for (auto& [gitspace, activity] : by_gitspace) {
     std::sort(activity.routes.begin(), activity.routes.end());
     list.push_back({{"gitspace", gitspace},
-                    {"last_activity", activity.last_unix_ms ? nlohmann::json(formatUnixMs(activity.last_unix_ms))
-                                                            : nlohmann::json(nullptr)},
+                    {"last_activity", activity.last_unix_ms
+                                          ? nlohmann::json(formatUnixMs(activity.last_unix_ms))
+                                          : nlohmann::json(nullptr)},
                     {"last_activity_unix_ms", activity.last_unix_ms},
                     {"bytes_in", activity.bytes_in},
                     {"bytes_out", activity.bytes_out},

@@ -34,7 +34,7 @@ class ControlApi {
 
   // {"error": message, "field": field} (field left out when empty).
   static ControlResponse errorResponse(int status, std::string_view message,
-                                      std::string_view field = {});
+                                       std::string_view field = {});
 
  private:
   ControlResponse getRoutes();

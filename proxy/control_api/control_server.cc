@@ -109,7 +109,8 @@ class ControlConnection : private Http1MessageParser::BodyHandler {
         std::string_view target = head.path;
         size_t question = target.find('?');
         request_.path = std::string(target.substr(0, question));
-        if (question != std::string_view::npos) request_.query = std::string(target.substr(question + 1));
+        if (question != std::string_view::npos)
+          request_.query = std::string(target.substr(question + 1));
         keep_alive_ = head.keep_alive;
         authorization_.clear();
         if (const HeaderField* field = findHeader(head.headers, "authorization")) {

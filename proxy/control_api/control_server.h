@@ -20,10 +20,10 @@
 namespace spacegate {
 
 struct ControlServerConfig {
-  std::string socket_path;        // empty: no unix socket
+  std::string socket_path;  // empty: no unix socket
   bool tcp_enabled = false;
   SocketAddress tcp_address;
-  std::string token;              // required with TCP
+  std::string token;  // required with TCP
   size_t max_body_size = 256u << 20;
 };
 

@@ -15,9 +15,8 @@ namespace spacegate {
 
 namespace {
 
-const std::vector<double> kLatencyBounds = {0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
-                                            0.0025,  0.005,   0.01,   0.05,    0.1,    0.5,
-                                            1,       5};
+const std::vector<double> kLatencyBounds = {
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
 
 bool checkKnownKeys(const nlohmann::json& body, std::initializer_list<const char*> known,
                     ValidationError& error) {
@@ -68,7 +67,9 @@ bool parseRouteTableDocument(const nlohmann::json& body, uint64_t& version,
 }
 
 RouteStore::RouteStore(RouteTablePublisher& publisher, size_t route_limit)
-    : publisher_(publisher), route_limit_(route_limit), latency_buckets_(kLatencyBounds.size() + 1) {}
+    : publisher_(publisher),
+      route_limit_(route_limit),
+      latency_buckets_(kLatencyBounds.size() + 1) {}
 
 RouteStore::~RouteStore() = default;
 
@@ -84,7 +85,9 @@ void RouteStore::flushSnapshot() {
   if (snapshots_) snapshots_->flush();
 }
 
-const std::vector<double>& RouteStore::applyLatencyBucketBounds() const { return kLatencyBounds; }
+const std::vector<double>& RouteStore::applyLatencyBucketBounds() const {
+  return kLatencyBounds;
+}
 
 bool RouteStore::loadSnapshot(const std::string& path) {
   std::lock_guard<std::mutex> lock(write_mutex_);
@@ -299,8 +302,9 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
     std::unordered_map<std::string, size_t> upsert_index;
     std::unordered_set<std::string> batch_keys;
     for (size_t i = 0; i < upserts.size(); ++i) {
-      std::string field = std::string(upsert_field) +
-                          (std::string(upsert_field) == "route" ? "" : "[" + std::to_string(i) + "]");
+      std::string field =
+          std::string(upsert_field) +
+          (std::string(upsert_field) == "route" ? "" : "[" + std::to_string(i) + "]");
       if (!upsert_index.emplace(upserts[i].id, i).second) {
         return refuse(error, 400, field + ".id", "route id appears twice in the batch");
       }
@@ -312,7 +316,8 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
     std::unordered_set<std::string> deleted;
     for (size_t i = 0; i < deletes.size(); ++i) {
       std::string field = "delete[" + std::to_string(i) + "]";
-      if (!old_table->findById(deletes[i])) return refuse(error, 400, field, "no route with this id");
+      if (!old_table->findById(deletes[i]))
+        return refuse(error, 400, field, "no route with this id");
       if (!deleted.insert(deletes[i]).second) return refuse(error, 400, field, "listed twice");
       if (upsert_index.count(deletes[i])) {
         return refuse(error, 400, field, "the batch both deletes and upserts this route");
@@ -327,8 +332,9 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
         const Route& moved = upserts[moving->second];
         if (moved.host != holder->host || moved.path_prefix != holder->path_prefix) continue;
       }
-      std::string field = std::string(upsert_field) +
-                          (std::string(upsert_field) == "route" ? "" : "[" + std::to_string(i) + "]");
+      std::string field =
+          std::string(upsert_field) +
+          (std::string(upsert_field) == "route" ? "" : "[" + std::to_string(i) + "]");
       return refuse(error, 400, field + ".path_prefix",
                     "route \"" + holder->id + "\" already has this host and path_prefix");
     }

@@ -29,7 +29,8 @@ class SnapshotWriter {
   // Serialises a table as the snapshot / PUT body document.
   static std::string serialise(const RouteTable& table);
   // Writes `contents` to `path` durably. Returns false with a reason.
-  static bool writeDurably(const std::string& path, const std::string& contents, std::string& error);
+  static bool writeDurably(const std::string& path, const std::string& contents,
+                           std::string& error);
 
  private:
   void run();

@@ -9,13 +9,13 @@ namespace {
 // Fields that apply to one hop only and never cross the gateway, or that the
 // gateway regenerates itself.
 enum class FieldRole {
-  kForward,           // sent on unchanged
-  kHopByHop,          // removed
-  kForwardedFor,      // merged into the gateway's X-Forwarded-For
-  kReplacedByGateway, // X-Forwarded-Proto/Host, X-Request-Id: set by the gateway
-  kUpgrade,           // forwarded only when the connection is upgraded
-  kTe,                // only "trailers" survives
-  kFraming,           // Content-Length: forwarded; may not be dropped via Connection
+  kForward,            // sent on unchanged
+  kHopByHop,           // removed
+  kForwardedFor,       // merged into the gateway's X-Forwarded-For
+  kReplacedByGateway,  // X-Forwarded-Proto/Host, X-Request-Id: set by the gateway
+  kUpgrade,            // forwarded only when the connection is upgraded
+  kTe,                 // only "trailers" survives
+  kFraming,            // Content-Length: forwarded; may not be dropped via Connection
 };
 
 FieldRole classifyRequestField(std::string_view name) {
@@ -101,8 +101,8 @@ bool hasConnectionField(const HeaderList& headers) {
 }
 
 bool isRequestIdByte(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '.' || c == '_' || c == ':' || c == '+' || c == '/' || c == '=' || c == '-';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == ':' || c == '+' || c == '/' || c == '=' || c == '-';
 }
 
 }  // namespace
@@ -136,7 +136,8 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
   for (const HeaderField& field : request.headers) {
     FieldRole role = classifyRequestField(field.name);
     if (role == FieldRole::kForward && check_connection_list &&
-        !equalsIgnoringCase(field.name, "host") && listedInConnection(request.headers, field.name)) {
+        !equalsIgnoringCase(field.name, "host") &&
+        listedInConnection(request.headers, field.name)) {
       role = FieldRole::kHopByHop;
     }
     switch (role) {
@@ -145,7 +146,9 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
         if (absolute_form && equalsIgnoringCase(field.name, "host")) break;
         out.appendView(field.raw_line);
         break;
-      case FieldRole::kFraming: out.appendView(field.raw_line); break;
+      case FieldRole::kFraming:
+        out.appendView(field.raw_line);
+        break;
       case FieldRole::kUpgrade:
         if (request.upgrade) out.appendView(field.raw_line);
         break;
@@ -159,7 +162,8 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
         forwarded_for.append(field.value);
         break;
       case FieldRole::kHopByHop:
-      case FieldRole::kReplacedByGateway: break;
+      case FieldRole::kReplacedByGateway:
+        break;
     }
   }
   if (absolute_form) {
@@ -211,7 +215,9 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
       role = FieldRole::kHopByHop;
     }
     switch (role) {
-      case FieldRole::kForward: out.appendView(field.raw_line); break;
+      case FieldRole::kForward:
+        out.appendView(field.raw_line);
+        break;
       case FieldRole::kFraming:
         // Content-Length stays unless the gateway re-frames the body.
         if (!context.chunked_body) out.appendView(field.raw_line);
@@ -219,7 +225,8 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
       case FieldRole::kUpgrade:
         if (response.upgrade) out.appendView(field.raw_line);
         break;
-      default: break;
+      default:
+        break;
     }
   }
   if (context.chunked_body) out.appendGenerated("Transfer-Encoding: chunked\r\n");
@@ -235,29 +242,52 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
 
 std::string_view statusReason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 417:
+      return "Expectation Failed";
+    case 426:
+      return "Upgrade Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
   }
   return "";
 }

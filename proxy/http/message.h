@@ -34,7 +34,8 @@ void forEachListToken(std::string_view value, Visit visit) {
     size_t comma = value.find(',', start);
     if (comma == std::string_view::npos) comma = value.size();
     std::string_view token = value.substr(start, comma - start);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+      token.remove_prefix(1);
     while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
     if (!token.empty()) visit(token);
     start = comma + 1;
@@ -55,10 +56,10 @@ struct MessageHead {
   HeaderList headers;
   BodyFraming framing = BodyFraming::kNone;
   uint64_t content_length = 0;
-  bool keep_alive = true;        // the sender allows another message on this connection
-  bool upgrade = false;          // Upgrade requested (request) or accepted with 101 (response)
+  bool keep_alive = true;           // the sender allows another message on this connection
+  bool upgrade = false;             // Upgrade requested (request) or accepted with 101 (response)
   std::string_view raw_first_line;  // request or status line, with its CRLF
-  SlabRef storage;               // keeps the bytes the views point into alive
+  SlabRef storage;                  // keeps the bytes the views point into alive
 };
 
 struct RequestHead : MessageHead {

@@ -9,7 +9,9 @@ namespace {
 // a few, not an unbounded stream of them.
 constexpr size_t kMaxLeadingEmptyLines = 4;
 
-bool isDigit(char c) { return c >= '0' && c <= '9'; }
+bool isDigit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 // RFC 9110 tchar: what a field name is made of.
 constexpr bool isTokenByte(unsigned char c) {
@@ -17,8 +19,22 @@ constexpr bool isTokenByte(unsigned char c) {
   if (c >= 'A' && c <= 'Z') return true;
   if (c >= '0' && c <= '9') return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+      return true;
   }
   return false;
 }
@@ -35,8 +51,8 @@ constexpr TokenTable kTokenTable;
 HeaderBlockPrescan::Result HeaderBlockPrescan::checkStartLine(const char* line, size_t length) {
   if (kind_ == Kind::kResponse) {
     // HTTP/x.y SP 3DIGIT ...
-    if (length < 12 || std::memcmp(line, "HTTP/", 5) != 0 || !isDigit(line[5]) ||
-        line[6] != '.' || !isDigit(line[7]) || line[8] != ' ') {
+    if (length < 12 || std::memcmp(line, "HTTP/", 5) != 0 || !isDigit(line[5]) || line[6] != '.' ||
+        !isDigit(line[7]) || line[8] != ' ') {
       return fail(Result::kMalformed, "malformed status line");
     }
     return Result::kIncomplete;

@@ -54,9 +54,9 @@ class HeaderBlockPrescan {
   Kind kind_;
   size_t max_size_;
   size_t max_fields_;
-  size_t position_ = 0;     // bytes examined so far
-  size_t head_begin_ = 0;   // where the start line begins
-  size_t line_begin_ = 0;   // start of the line being scanned
+  size_t position_ = 0;    // bytes examined so far
+  size_t head_begin_ = 0;  // where the start line begins
+  size_t line_begin_ = 0;  // start of the line being scanned
   size_t fields_ = 0;
   bool in_leading_empty_lines_ = true;
   bool seen_start_line_ = false;

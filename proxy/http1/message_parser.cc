@@ -76,7 +76,9 @@ void Http1MessageParser::reset() {
   // of the previous one and resumed then.
 }
 
-int Http1MessageParser::onMessageBegin(llhttp_t*) { return 0; }
+int Http1MessageParser::onMessageBegin(llhttp_t*) {
+  return 0;
+}
 
 // A field begins with its first name callback after the previous field's name
 // completed; a name may come in pieces only when split across reads (trailers).
@@ -99,7 +101,8 @@ int Http1MessageParser::onHeaderField(llhttp_t* parser, const char* at, size_t l
   }
   HeaderList& headers = parser_self.head_->headers;
   if (starts_field) {
-    headers.push_back(HeaderField{std::string_view(at, length), std::string_view(at + length, 0), {}});
+    headers.push_back(
+        HeaderField{std::string_view(at, length), std::string_view(at + length, 0), {}});
   } else {
     HeaderField& field = headers.back();
     field.name = std::string_view(field.name.data(), at + length - field.name.data());
@@ -173,13 +176,15 @@ Http1MessageParser::HeadStatus Http1MessageParser::fail(int status, const char* 
 Http1MessageParser::HeadStatus Http1MessageParser::parseHeadCommon(const char* data, size_t size,
                                                                    MessageHead& head) {
   switch (prescan_.scan(data, size)) {
-    case HeaderBlockPrescan::Result::kIncomplete: return HeadStatus::kIncomplete;
+    case HeaderBlockPrescan::Result::kIncomplete:
+      return HeadStatus::kIncomplete;
     case HeaderBlockPrescan::Result::kMalformed:
       return fail(type_ == Type::kRequest ? 400 : 502, prescan_.reason());
     case HeaderBlockPrescan::Result::kTooLarge:
     case HeaderBlockPrescan::Result::kTooManyFields:
       return fail(type_ == Type::kRequest ? 431 : 502, prescan_.reason());
-    case HeaderBlockPrescan::Result::kComplete: break;
+    case HeaderBlockPrescan::Result::kComplete:
+      break;
   }
   head.headers.clear();
   head.headers.reserve(prescan_.fieldCount());
@@ -312,6 +317,13 @@ bool Http1MessageParser::decideRequestFraming(RequestHead& head) {
     return false;
   }
   head.target = line.substr(first_space + 1, last_space - first_space - 1);
+  // Exactly one SP on each side of the target (RFC 9112 section 3). llhttp
+  // skips extra spaces, which would leave them in the target the gateway
+  // routes on and forwards as it came.
+  if (head.target.find_first_of(" \t") != std::string_view::npos) {
+    fail(400, "malformed request line");
+    return false;
+  }
   std::string_view authority;
   if (head.is_connect) {
     authority = head.target;

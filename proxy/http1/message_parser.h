@@ -38,7 +38,8 @@ class Http1MessageParser {
     // The message ended; `trailers` holds trailer fields of a chunked body
     // (copied: they may arrive split across reads). Views are valid until the
     // next call into the parser.
-    virtual void onMessageComplete(const std::vector<std::pair<std::string, std::string>>& trailers) = 0;
+    virtual void onMessageComplete(
+        const std::vector<std::pair<std::string, std::string>>& trailers) = 0;
   };
 
   enum class HeadStatus {
@@ -48,9 +49,9 @@ class Http1MessageParser {
   };
 
   struct BodyResult {
-    size_t consumed = 0;   // bytes of the input used (up to the end of the message)
-    bool complete = false; // the message ended
-    bool error = false;    // malformed body (bad chunk, trailers over limits)
+    size_t consumed = 0;    // bytes of the input used (up to the end of the message)
+    bool complete = false;  // the message ended
+    bool error = false;     // malformed body (bad chunk, trailers over limits)
   };
 
   Http1MessageParser(Type type, const Limits& limits);
@@ -106,7 +107,7 @@ class Http1MessageParser {
   // Head phase state.
   MessageHead* head_ = nullptr;
   const char* head_end_ = nullptr;
-  bool in_name_ = false;   // inside a field name (llhttp may deliver it in pieces)
+  bool in_name_ = false;  // inside a field name (llhttp may deliver it in pieces)
   bool in_value_ = false;
   bool headers_done_ = false;
   bool message_complete_ = false;

@@ -16,11 +16,15 @@ constexpr uint64_t kFailureTtlMs = 1'000;
 int aresStatusToUv(int status) {
   switch (status) {
     case ARES_ENOTFOUND:
-    case ARES_ENODATA: return UV_EAI_NONAME;
-    case ARES_ETIMEOUT: return UV_EAI_AGAIN;
+    case ARES_ENODATA:
+      return UV_EAI_NONAME;
+    case ARES_ETIMEOUT:
+      return UV_EAI_AGAIN;
     case ARES_ECANCELLED:
-    case ARES_EDESTRUCTION: return UV_ECANCELED;
-    default: return UV_EAI_FAIL;
+    case ARES_EDESTRUCTION:
+      return UV_ECANCELED;
+    default:
+      return UV_EAI_FAIL;
   }
 }
 }  // namespace
@@ -115,11 +119,10 @@ void DnsResolver::onAddrInfo(void* arg, int status, int, struct ares_addrinfo* r
       for (ares_addrinfo_node* node = result->nodes; node; node = node->ai_next) {
         if (node->ai_family != family || !node->ai_addr) continue;
         sockaddr_storage address{};
-        std::memcpy(&address, node->ai_addr,
-                    std::min<size_t>(node->ai_addrlen, sizeof(address)));
+        std::memcpy(&address, node->ai_addr, std::min<size_t>(node->ai_addrlen, sizeof(address)));
         entry.addresses.push_back(address);
-        uint64_t node_ttl = node->ai_ttl > 0 ? static_cast<uint64_t>(node->ai_ttl) * 1000
-                                             : kDefaultTtlMs;
+        uint64_t node_ttl =
+            node->ai_ttl > 0 ? static_cast<uint64_t>(node->ai_ttl) * 1000 : kDefaultTtlMs;
         ttl_ms = std::min(ttl_ms, node_ttl);
       }
     }
@@ -179,8 +182,7 @@ void DnsResolver::onPoll(uv_poll_t* handle, int status, int events) {
   ares_socket_t fd;
   uv_fileno(reinterpret_cast<uv_handle_t*>(handle), reinterpret_cast<uv_os_fd_t*>(&fd));
   bool error = status < 0;
-  ares_process_fd(resolver->channel_,
-                  (error || (events & UV_READABLE)) ? fd : ARES_SOCKET_BAD,
+  ares_process_fd(resolver->channel_, (error || (events & UV_READABLE)) ? fd : ARES_SOCKET_BAD,
                   (error || (events & UV_WRITABLE)) ? fd : ARES_SOCKET_BAD);
   resolver->rescheduleTimer();
 }

@@ -32,7 +32,8 @@ class InboundBuffer {
   // True when the unparsed bytes fill the largest buffer there is: nothing
   // more can be read for this head.
   bool full() const {
-    return slab_ && begin_ == 0 && end_ == slab_.capacity() && slab_.capacity() >= pool_.largeSize();
+    return slab_ && begin_ == 0 && end_ == slab_.capacity() &&
+           slab_.capacity() >= pool_.largeSize();
   }
 
   // Forgets everything, unparsed bytes included.

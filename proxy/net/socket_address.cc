@@ -10,11 +10,13 @@ namespace spacegate {
 
 std::string SocketAddress::text() const {
   switch (kind) {
-    case Kind::kUnix: return "unix:" + path;
+    case Kind::kUnix:
+      return "unix:" + path;
     case Kind::kIp:
       if (ip.ss_family == AF_INET6) return "[" + host + "]:" + std::to_string(port);
       return host + ":" + std::to_string(port);
-    case Kind::kHostname: return host + ":" + std::to_string(port);
+    case Kind::kHostname:
+      return host + ":" + std::to_string(port);
   }
   return {};
 }
@@ -132,8 +134,7 @@ bool parseSocketAddress(std::string_view text, SocketAddress& address, std::stri
 std::string formatIp(const sockaddr* address) {
   char text[INET6_ADDRSTRLEN] = "";
   if (address->sa_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text,
-              sizeof text);
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof text);
   } else if (address->sa_family == AF_INET6) {
     inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, text,
               sizeof text);

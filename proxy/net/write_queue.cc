@@ -98,7 +98,8 @@ int WriteQueue::submit() {
   write->buffers_.reserve(write->segments_.size());
   for (const OutboundWrite::Segment& segment : write->segments_) {
     const char* base = segment.data ? segment.data : write->generated_.data() + segment.offset;
-    write->buffers_.push_back(uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(segment.size)));
+    write->buffers_.push_back(
+        uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(segment.size)));
   }
   write->queue_ = this;
   write->request_.data = write;

@@ -29,9 +29,9 @@ struct RouteStats {
   std::atomic<uint64_t> requests_by_class[6] = {};  // [0] other, [1..5] = 1xx..5xx
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
-  std::atomic<int64_t> open_connections{0};         // exchanges and tunnels in progress
+  std::atomic<int64_t> open_connections{0};  // exchanges and tunnels in progress
   std::atomic<int64_t> open_tunnels{0};
-  std::atomic<uint64_t> last_activity_unix_ms{0};   // last byte either way
+  std::atomic<uint64_t> last_activity_unix_ms{0};  // last byte either way
 
   void countStatus(int status) {
     size_t index = status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0;

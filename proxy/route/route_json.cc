@@ -9,20 +9,14 @@ namespace spacegate {
 
 namespace {
 
-bool fail(ValidationError& error, std::string field, std::string message) {
-  error.field = std::move(field);
-  error.message = std::move(message);
-  return false;
-}
-
 bool readString(const nlohmann::json& object, const char* key, const std::string& path,
                 std::string& out, ValidationError& error, bool required) {
   auto it = object.find(key);
   if (it == object.end()) {
-    if (required) return fail(error, path + "." + key, "is required");
+    if (required) return rejectField(error, path + "." + key, "is required");
     return true;
   }
-  if (!it->is_string()) return fail(error, path + "." + key, "must be a string");
+  if (!it->is_string()) return rejectField(error, path + "." + key, "must be a string");
   out = it->get<std::string>();
   return true;
 }
@@ -31,7 +25,7 @@ bool readBool(const nlohmann::json& object, const char* key, const std::string& 
               ValidationError& error) {
   auto it = object.find(key);
   if (it == object.end()) return true;
-  if (!it->is_boolean()) return fail(error, path + "." + key, "must be true or false");
+  if (!it->is_boolean()) return rejectField(error, path + "." + key, "must be true or false");
   out = it->get<bool>();
   return true;
 }
@@ -66,9 +60,9 @@ bool isValidIdentifier(const std::string& text) {
 }
 
 const std::set<std::string>& knownRouteKeys() {
-  static const std::set<std::string> keys = {
-      "id",           "host",         "path_prefix", "strip_prefix", "upstream", "protocol",
-      "upstream_tls", "tunnel_ports", "gitspace",    "owner",        "access"};
+  static const std::set<std::string> keys = {"id",       "host",     "path_prefix",  "strip_prefix",
+                                             "upstream", "protocol", "upstream_tls", "tunnel_ports",
+                                             "gitspace", "owner",    "access"};
   return keys;
 }
 
@@ -85,31 +79,31 @@ bool isValidRouteId(const std::string& id) {
 
 bool parseRoute(const nlohmann::json& object, const std::string& path, Route& route,
                 ValidationError& error) {
-  if (!object.is_object()) return fail(error, path, "must be an object");
+  if (!object.is_object()) return rejectField(error, path, "must be an object");
   for (const auto& [key, value] : object.items()) {
-    if (!knownRouteKeys().count(key)) return fail(error, path + "." + key, "unknown field");
+    if (!knownRouteKeys().count(key)) return rejectField(error, path + "." + key, "unknown field");
   }
   route = Route{};
   if (!readString(object, "id", path, route.id, error, true)) return false;
   if (!isValidRouteId(route.id)) {
-    return fail(error, path + ".id", "must be 1..128 characters of [a-z0-9._-]");
+    return rejectField(error, path + ".id", "must be 1..128 characters of [a-z0-9._-]");
   }
   if (!readString(object, "host", path, route.host, error, true)) return false;
   if (!isValidRouteHost(route.host)) {
-    return fail(error, path + ".host",
-                "must be a lower-case host name, or *.domain for a wildcard");
+    return rejectField(error, path + ".host",
+                       "must be a lower-case host name, or *.domain for a wildcard");
   }
   route.path_prefix = "/";
   if (!readString(object, "path_prefix", path, route.path_prefix, error, false)) return false;
   if (!isValidPathPrefix(route.path_prefix)) {
-    return fail(error, path + ".path_prefix",
-                "must start with '/' and hold visible ASCII without '?' or '#'");
+    return rejectField(error, path + ".path_prefix",
+                       "must start with '/' and hold visible ASCII without '?' or '#'");
   }
   if (!readBool(object, "strip_prefix", path, route.strip_prefix, error)) return false;
   if (!readString(object, "upstream", path, route.upstream_text, error, true)) return false;
   std::string reason;
   if (!parseSocketAddress(route.upstream_text, route.upstream, reason)) {
-    return fail(error, path + ".upstream", reason);
+    return rejectField(error, path + ".upstream", reason);
   }
   std::string protocol = "http1";
   if (!readString(object, "protocol", path, protocol, error, false)) return false;
@@ -118,27 +112,28 @@ bool parseRoute(const nlohmann::json& object, const std::string& path, Route& ro
   } else if (protocol == "h2c") {
     route.protocol = UpstreamProtocol::kH2c;
   } else {
-    return fail(error, path + ".protocol", "must be \"http1\" or \"h2c\"");
+    return rejectField(error, path + ".protocol", "must be \"http1\" or \"h2c\"");
   }
   if (!readBool(object, "upstream_tls", path, route.upstream_tls, error)) return false;
   if (auto ports = object.find("tunnel_ports"); ports != object.end()) {
-    if (!ports->is_array()) return fail(error, path + ".tunnel_ports", "must be a list of ports");
+    if (!ports->is_array())
+      return rejectField(error, path + ".tunnel_ports", "must be a list of ports");
     for (size_t i = 0; i < ports->size(); ++i) {
       const auto& port = (*ports)[i];
       if (!port.is_number_integer() || port.get<int64_t>() < 1 || port.get<int64_t>() > 65535) {
-        return fail(error, path + ".tunnel_ports[" + std::to_string(i) + "]",
-                    "must be a port from 1 to 65535");
+        return rejectField(error, path + ".tunnel_ports[" + std::to_string(i) + "]",
+                           "must be a port from 1 to 65535");
       }
       route.tunnel_ports.push_back(static_cast<uint16_t>(port.get<int64_t>()));
     }
   }
   if (!readString(object, "gitspace", path, route.gitspace, error, false)) return false;
   if (!route.gitspace.empty() && !isValidIdentifier(route.gitspace)) {
-    return fail(error, path + ".gitspace", "must be 1..128 characters of [A-Za-z0-9._@-]");
+    return rejectField(error, path + ".gitspace", "must be 1..128 characters of [A-Za-z0-9._@-]");
   }
   if (!readString(object, "owner", path, route.owner, error, false)) return false;
   if (!route.owner.empty() && !isValidIdentifier(route.owner)) {
-    return fail(error, path + ".owner", "must be 1..128 characters of [A-Za-z0-9._@-]");
+    return rejectField(error, path + ".owner", "must be 1..128 characters of [A-Za-z0-9._@-]");
   }
   // Without an access field a route is public only if it names no Gitspace:
   // a Gitspace's route is closed unless said otherwise.
@@ -147,7 +142,7 @@ bool parseRoute(const nlohmann::json& object, const std::string& path, Route& ro
   if (access == "owner") {
     route.access = RouteAccess::kOwner;
     if (route.gitspace.empty() || route.owner.empty()) {
-      return fail(error, path + ".access", "\"owner\" needs both gitspace and owner");
+      return rejectField(error, path + ".access", "\"owner\" needs both gitspace and owner");
     }
   } else if (access == "authenticated") {
     route.access = RouteAccess::kAuthenticated;
@@ -155,17 +150,18 @@ bool parseRoute(const nlohmann::json& object, const std::string& path, Route& ro
     route.access = RouteAccess::kPublic;
   } else if (access == "agent") {
     route.access = RouteAccess::kAgent;
-    if (route.gitspace.empty()) return fail(error, path + ".access", "\"agent\" needs gitspace");
+    if (route.gitspace.empty())
+      return rejectField(error, path + ".access", "\"agent\" needs gitspace");
   } else {
-    return fail(error, path + ".access",
-                "must be one of \"owner\", \"authenticated\", \"public\", \"agent\"");
+    return rejectField(error, path + ".access",
+                       "must be one of \"owner\", \"authenticated\", \"public\", \"agent\"");
   }
   return true;
 }
 
 bool parseRouteList(const nlohmann::json& array, const std::string& path,
                     std::vector<Route>& routes, ValidationError& error) {
-  if (!array.is_array()) return fail(error, path, "must be a list of route objects");
+  if (!array.is_array()) return rejectField(error, path, "must be a list of route objects");
   routes.clear();
   routes.reserve(array.size());
   std::unordered_set<std::string> ids;
@@ -175,11 +171,12 @@ bool parseRouteList(const nlohmann::json& array, const std::string& path,
     Route route;
     if (!parseRoute(array[i], item_path, route, error)) return false;
     if (!ids.insert(route.id).second) {
-      return fail(error, item_path + ".id", "duplicate route id \"" + route.id + "\"");
+      return rejectField(error, item_path + ".id", "duplicate route id \"" + route.id + "\"");
     }
     if (!host_prefixes.insert(route.host + " " + route.path_prefix).second) {
-      return fail(error, item_path + ".path_prefix",
-                  "another route already has host \"" + route.host + "\" and this path_prefix");
+      return rejectField(
+          error, item_path + ".path_prefix",
+          "another route already has host \"" + route.host + "\" and this path_prefix");
     }
     routes.push_back(std::move(route));
   }
@@ -191,10 +188,12 @@ bool checkRoutesServable(const std::vector<Route>& routes, const std::string& pa
   for (size_t i = 0; i < routes.size(); ++i) {
     std::string item_path = path + "[" + std::to_string(i) + "]";
     if (routes[i].protocol == UpstreamProtocol::kH2c) {
-      return fail(error, item_path + ".protocol", "h2c upstreams are not supported by this gateway yet");
+      return rejectField(error, item_path + ".protocol",
+                         "h2c upstreams are not supported by this gateway yet");
     }
     if (routes[i].upstream_tls) {
-      return fail(error, item_path + ".upstream_tls", "upstream TLS is not supported by this gateway yet");
+      return rejectField(error, item_path + ".upstream_tls",
+                         "upstream TLS is not supported by this gateway yet");
     }
   }
   return true;

@@ -13,10 +13,14 @@ const char* upstreamProtocolName(UpstreamProtocol protocol) {
 
 const char* routeAccessName(RouteAccess access) {
   switch (access) {
-    case RouteAccess::kOwner: return "owner";
-    case RouteAccess::kAuthenticated: return "authenticated";
-    case RouteAccess::kPublic: return "public";
-    case RouteAccess::kAgent: return "agent";
+    case RouteAccess::kOwner:
+      return "owner";
+    case RouteAccess::kAuthenticated:
+      return "authenticated";
+    case RouteAccess::kPublic:
+      return "public";
+    case RouteAccess::kAgent:
+      return "agent";
   }
   return "owner";
 }
@@ -25,8 +29,8 @@ bool Route::sameDefinition(const Route& other) const {
   return id == other.id && host == other.host && path_prefix == other.path_prefix &&
          strip_prefix == other.strip_prefix && upstream_text == other.upstream_text &&
          protocol == other.protocol && upstream_tls == other.upstream_tls &&
-         tunnel_ports == other.tunnel_ports && gitspace == other.gitspace &&
-         owner == other.owner && access == other.access;
+         tunnel_ports == other.tunnel_ports && gitspace == other.gitspace && owner == other.owner &&
+         access == other.access;
 }
 
 RouteTable::RouteTable() {

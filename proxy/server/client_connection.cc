@@ -23,8 +23,10 @@ bool isIdempotent(uint8_t method) {
     case HTTP_OPTIONS:
     case HTTP_TRACE:
     case HTTP_PUT:
-    case HTTP_DELETE: return true;
-    default: return false;
+    case HTTP_DELETE:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -95,8 +97,12 @@ void ClientConnection::setReading(bool reading) {
 void ClientConnection::updateReading() {
   switch (state_) {
     case State::kReadingHead:
-    case State::kLingering: setReading(true); break;
-    case State::kConnecting: setReading(false); break;
+    case State::kLingering:
+      setReading(true);
+      break;
+    case State::kConnecting:
+      setReading(false);
+      break;
     case State::kForwarding:
       setReading(!request_complete_ && !request_body_error_ && upstream_ &&
                  upstream_->queuedBytes() < limits_.write_high_water);
@@ -104,7 +110,8 @@ void ClientConnection::updateReading() {
     case State::kTunnel:
       setReading(!client_eof_ && upstream_ && upstream_->queuedBytes() < limits_.write_high_water);
       break;
-    case State::kClosed: break;
+    case State::kClosed:
+      break;
   }
 }
 
@@ -350,12 +357,14 @@ void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, Upstream
       return;
     }
     error_ = upstreamErrorName(error);
-    bool timeout = error == UpstreamError::kConnectTimeout || error == UpstreamError::kResponseTimeout;
-    const char* detail = error == UpstreamError::kConnectTimeout ? "upstream connect timed out"
-                         : error == UpstreamError::kResponseTimeout ? "upstream did not answer in time"
-                         : error == UpstreamError::kInvalidResponse ? "upstream sent an invalid response"
-                         : error == UpstreamError::kConnectFailed ? "upstream unreachable"
-                                                                   : "upstream closed the connection";
+    bool timeout =
+        error == UpstreamError::kConnectTimeout || error == UpstreamError::kResponseTimeout;
+    const char* detail =
+        error == UpstreamError::kConnectTimeout    ? "upstream connect timed out"
+        : error == UpstreamError::kResponseTimeout ? "upstream did not answer in time"
+        : error == UpstreamError::kInvalidResponse ? "upstream sent an invalid response"
+        : error == UpstreamError::kConnectFailed   ? "upstream unreachable"
+                                                   : "upstream closed the connection";
     respondLocally(timeout ? 504 : 502, detail, !request_complete_);
     return;
   }
@@ -462,8 +471,10 @@ void ClientConnection::submitClientWrite() {
 void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
   if (state_ == State::kClosed) return;
   if (status != 0) {
-    if (state_ != State::kLingering) abort("write to client failed");
-    else close();
+    if (state_ != State::kLingering)
+      abort("write to client failed");
+    else
+      close();
     return;
   }
   if (upstream_paused_ && upstream_ && queue.queuedBytes() <= limits_.write_low_water) {
@@ -717,10 +728,13 @@ void ClientConnection::onWorkerShutdown() {
       }
       break;
     case State::kConnecting:
-    case State::kForwarding: close_after_response_ = true; break;
+    case State::kForwarding:
+      close_after_response_ = true;
+      break;
     case State::kTunnel:  // left open until the grace period ends
     case State::kLingering:
-    case State::kClosed: break;
+    case State::kClosed:
+      break;
   }
 }
 
@@ -759,9 +773,12 @@ void ClientConnection::onTimer(uv_timer_t* timer) {
       self->close();
       return;
     }
-    case State::kLingering: self->close(); return;
+    case State::kLingering:
+      self->close();
+      return;
     case State::kConnecting:
-    case State::kClosed: return;
+    case State::kClosed:
+      return;
   }
 }
 

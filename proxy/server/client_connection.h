@@ -34,7 +34,9 @@ class ClientConnection : private WriteQueue::Listener,
   // End of the grace period: close whatever the state.
   void forceClose() { close(); }
   // The route of the exchange or tunnel in progress ("" between requests).
-  std::string_view routeId() const { return route_ ? std::string_view(route_->id) : std::string_view(); }
+  std::string_view routeId() const {
+    return route_ ? std::string_view(route_->id) : std::string_view();
+  }
   // The route was deleted or moved to another upstream: end what runs on it.
   void closeForRouteUpdate();
 
@@ -103,7 +105,7 @@ class ClientConnection : private WriteQueue::Listener,
   int open_handles_ = 0;
   State state_ = State::kReadingHead;
   bool reading_ = false;
-  bool idle_keepalive_ = false;     // kReadingHead before the first byte of a request
+  bool idle_keepalive_ = false;  // kReadingHead before the first byte of a request
   bool close_after_response_ = false;
   bool close_after_flush_ = false;
   bool shutdown_started_ = false;
@@ -122,15 +124,15 @@ class ClientConnection : private WriteQueue::Listener,
   bool request_complete_ = false;
   bool request_body_error_ = false;
   bool response_started_ = false;
-  bool response_chunked_ = false;   // the gateway frames the response body with chunks
-  bool upstream_paused_ = false;    // upstream reading stopped: client writes over high water
+  bool response_chunked_ = false;  // the gateway frames the response body with chunks
+  bool upstream_paused_ = false;   // upstream reading stopped: client writes over high water
   bool retried_ = false;
   bool in_tunnel_count_ = false;     // counted in the worker's and route's open tunnels
   bool route_open_counted_ = false;  // counted in the route's open connections
   void releaseRouteCounts();
   bool upstream_keep_alive_ = true;  // the upstream allows reuse after this response
-  bool client_eof_ = false;         // tunnel: client finished sending
-  bool upstream_eof_ = false;       // tunnel: upstream finished sending
+  bool client_eof_ = false;          // tunnel: client finished sending
+  bool upstream_eof_ = false;        // tunnel: upstream finished sending
   int status_ = 0;
   const char* error_ = "";
   uint64_t request_body_bytes_ = 0;

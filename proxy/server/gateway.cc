@@ -117,8 +117,9 @@ bool Gateway::prepareRoutes(std::string& error) {
 void Gateway::reloadRoutes() {
   if (config_file_.empty()) return;
   if (control_server_) {
-    logEvent(LogLevel::kInfo,
-             "SIGHUP: routes are managed through the control API; the file's routes are not reloaded")
+    logEvent(
+        LogLevel::kInfo,
+        "SIGHUP: routes are managed through the control API; the file's routes are not reloaded")
         .emit();
     return;
   }
@@ -142,7 +143,8 @@ int Gateway::run() {
     return 1;
   }
   uint64_t descriptors = raiseDescriptorLimit();
-  unsigned workers = config_.workers ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
+  unsigned workers =
+      config_.workers ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
   if (!prepareRoutes(error)) {
     logEvent(LogLevel::kError, "cannot start").with("error", error).emit();
     return 1;

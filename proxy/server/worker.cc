@@ -1,12 +1,12 @@
 #include "server/worker.h"
 
 #include <sys/random.h>
-#include <sys/time.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "common/log.h"
@@ -83,8 +83,9 @@ bool Worker::open(std::string& error) {
     uv_tcp_init(&loop_, listener.get());
     listener->data = this;
     int result = uv_tcp_open(listener.get(), fd);
-    if (result == 0) result = uv_listen(reinterpret_cast<uv_stream_t*>(listener.get()), 4096,
-                                        &Worker::onConnection);
+    if (result == 0)
+      result =
+          uv_listen(reinterpret_cast<uv_stream_t*>(listener.get()), 4096, &Worker::onConnection);
     if (result != 0) {
       error = "listen " + address.text() + ": " + uv_strerror(result);
       uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),

@@ -9,11 +9,16 @@ namespace spacegate {
 
 const char* upstreamErrorName(UpstreamError error) {
   switch (error) {
-    case UpstreamError::kConnectFailed: return "connect_failed";
-    case UpstreamError::kConnectTimeout: return "connect_timeout";
-    case UpstreamError::kResponseTimeout: return "response_timeout";
-    case UpstreamError::kClosedEarly: return "closed_early";
-    case UpstreamError::kInvalidResponse: return "invalid_response";
+    case UpstreamError::kConnectFailed:
+      return "connect_failed";
+    case UpstreamError::kConnectTimeout:
+      return "connect_timeout";
+    case UpstreamError::kResponseTimeout:
+      return "response_timeout";
+    case UpstreamError::kClosedEarly:
+      return "closed_early";
+    case UpstreamError::kInvalidResponse:
+      return "invalid_response";
   }
   return "error";
 }
@@ -37,7 +42,9 @@ void UpstreamConnection::armTimer(uint64_t milliseconds) {
 void UpstreamConnection::start(const SocketAddress& address) {
   armTimer(limits_.upstream_connect_timeout_ms);
   switch (address.kind) {
-    case SocketAddress::Kind::kIp: connectTo(address.ip, address.port); return;
+    case SocketAddress::Kind::kIp:
+      connectTo(address.ip, address.port);
+      return;
     case SocketAddress::Kind::kUnix: {
       state_ = State::kConnecting;
       uv_pipe_init(pool_.loop(), &socket_.pipe, 0);
@@ -85,9 +92,9 @@ void UpstreamConnection::connectTo(const sockaddr_storage& address, uint16_t por
   ++open_handles_;
   uv_tcp_nodelay(&socket_.tcp, 1);
   connect_request_.data = this;
-  int result = uv_tcp_connect(&connect_request_, &socket_.tcp,
-                              reinterpret_cast<const sockaddr*>(&target),
-                              &UpstreamConnection::onConnect);
+  int result =
+      uv_tcp_connect(&connect_request_, &socket_.tcp, reinterpret_cast<const sockaddr*>(&target),
+                     &UpstreamConnection::onConnect);
   if (result != 0) {
     logEvent(LogLevel::kWarning, "upstream connect failed")
         .with("upstream", key_)
@@ -135,7 +142,8 @@ void UpstreamConnection::startExchange(uint8_t method) {
 
 void UpstreamConnection::requestFullySent() {
   request_sent_ = true;
-  if (!response_complete_ && state_ == State::kActive) armTimer(limits_.upstream_response_timeout_ms);
+  if (!response_complete_ && state_ == State::kActive)
+    armTimer(limits_.upstream_response_timeout_ms);
 }
 
 void UpstreamConnection::submitWrite() {
@@ -349,14 +357,19 @@ void UpstreamConnection::onTimer(uv_timer_t* timer) {
   auto* self = static_cast<UpstreamConnection*>(timer->data);
   switch (self->state_) {
     case State::kResolving:
-    case State::kConnecting: self->fail(UpstreamError::kConnectTimeout); break;
+    case State::kConnecting:
+      self->fail(UpstreamError::kConnectTimeout);
+      break;
     case State::kIdle:
       self->pool_.forgetIdle(self);
       self->close();
       break;
-    case State::kActive: self->fail(UpstreamError::kResponseTimeout); break;
+    case State::kActive:
+      self->fail(UpstreamError::kResponseTimeout);
+      break;
     case State::kTunnel:
-    case State::kClosed: break;
+    case State::kClosed:
+      break;
   }
 }
 

@@ -25,11 +25,11 @@ namespace spacegate {
 class UpstreamPool;
 
 enum class UpstreamError {
-  kConnectFailed,     // refused, unreachable, DNS failure: 502
-  kConnectTimeout,    // 504
-  kResponseTimeout,   // no response head in time, or silence inside the body: 504
-  kClosedEarly,       // closed or reset before a complete response: 502
-  kInvalidResponse,   // unparsable response: 502
+  kConnectFailed,    // refused, unreachable, DNS failure: 502
+  kConnectTimeout,   // 504
+  kResponseTimeout,  // no response head in time, or silence inside the body: 504
+  kClosedEarly,      // closed or reset before a complete response: 502
+  kInvalidResponse,  // unparsable response: 502
 };
 
 const char* upstreamErrorName(UpstreamError error);
@@ -93,12 +93,12 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
 
  private:
   enum class State {
-    kResolving,    // waiting for DNS; only the timer handle is open
-    kConnecting,   // TCP/unix connect in progress, connect timer armed
-    kIdle,         // in the pool, between exchanges
-    kActive,       // owned by an exchange: request and response in flight
-    kTunnel,       // after 101: raw bytes both ways
-    kClosed,       // uv_close issued; deleted when the handles are closed
+    kResolving,   // waiting for DNS; only the timer handle is open
+    kConnecting,  // TCP/unix connect in progress, connect timer armed
+    kIdle,        // in the pool, between exchanges
+    kActive,      // owned by an exchange: request and response in flight
+    kTunnel,      // after 101: raw bytes both ways
+    kClosed,      // uv_close issued; deleted when the handles are closed
   };
 
   static void onConnect(uv_connect_t* request, int status);

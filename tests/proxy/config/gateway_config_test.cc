@@ -72,9 +72,10 @@ TEST(GatewayConfigTest, ReadsYamlAndJson) {
 
 TEST(GatewayConfigTest, ErrorsNameLineFieldAndReason) {
   EXPECT_EQ(loadError("listen: 127.0.0.1:9000\ncolour: blue\n"), ":2: colour: unknown key");
-  EXPECT_EQ(loadError("limits:\n  header_read_timeout: 10\n"),
-            ":2: limits.header_read_timeout: must be a duration such as \"500ms\", \"10s\", \"5m\", "
-            "\"1h\"");
+  EXPECT_EQ(
+      loadError("limits:\n  header_read_timeout: 10\n"),
+      ":2: limits.header_read_timeout: must be a duration such as \"500ms\", \"10s\", \"5m\", "
+      "\"1h\"");
   EXPECT_EQ(loadError("workers: -1\n"), ":1: workers: must be a whole number from 0 to 256");
   EXPECT_EQ(loadError("listen: nowhere\n"), ":1: listen: expected host:port or unix:/path");
   std::string routes =
@@ -82,8 +83,9 @@ TEST(GatewayConfigTest, ErrorsNameLineFieldAndReason) {
       "  - id: b\n    host: b.test\n    upstream: 127.0.0.1\n";
   EXPECT_EQ(loadError(routes), ":7: routes[1].upstream: expected host:port or unix:/path");
   EXPECT_NE(loadError("routes: [\n"), "");  // not YAML at all
-  EXPECT_EQ(loadError("routes:\n  - {id: a, host: a.test, upstream: '127.0.0.1:1', protocol: h2c}\n"),
-            ":2: routes[0].protocol: h2c upstreams are not supported by this gateway yet");
+  EXPECT_EQ(
+      loadError("routes:\n  - {id: a, host: a.test, upstream: '127.0.0.1:1', protocol: h2c}\n"),
+      ":2: routes[0].protocol: h2c upstreams are not supported by this gateway yet");
   EXPECT_EQ(loadError("limits:\n  write_low_water: 100000\n  write_high_water: 50000\n"),
             ":2: limits.write_low_water: must be below limits.write_high_water");
 }

@@ -30,8 +30,9 @@ class ControlApiTest : public ::testing::Test {
 };
 
 TEST_F(ControlApiTest, RoutesRoundTrip) {
-  auto put = call("PUT", "/routes",
-                  R"({"version": 1, "routes": [{"id": "a", "host": "a.test", "upstream": "127.0.0.1:1",
+  auto put =
+      call("PUT", "/routes",
+           R"({"version": 1, "routes": [{"id": "a", "host": "a.test", "upstream": "127.0.0.1:1",
                       "gitspace": "gs-a", "access": "public"}]})");
   EXPECT_EQ(put.status, 200) << put.body;
   auto list = nlohmann::json::parse(call("GET", "/routes").body);
@@ -51,7 +52,8 @@ TEST_F(ControlApiTest, ErrorsNameTheField) {
   EXPECT_EQ(bad_json.status, 400);
   EXPECT_NE(nlohmann::json::parse(bad_json.body)["error"].get<std::string>().find("invalid JSON"),
             std::string::npos);
-  auto bad_field = call("PUT", "/routes", R"({"version": 1, "routes": [{"id": "a", "host": "a.test"}]})");
+  auto bad_field =
+      call("PUT", "/routes", R"({"version": 1, "routes": [{"id": "a", "host": "a.test"}]})");
   EXPECT_EQ(bad_field.status, 400);
   EXPECT_EQ(nlohmann::json::parse(bad_field.body)["field"], "routes[0].upstream");
   auto wrong_method = call("POST", "/routes");

@@ -2,17 +2,20 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <fstream>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cstdio>
+#include <fstream>
 
 namespace spacegate {
 namespace {
 
 nlohmann::json route(const std::string& id, const std::string& host,
                      const std::string& upstream = "127.0.0.1:1", const std::string& prefix = "/") {
-  return {{"id", id}, {"host", host}, {"upstream", upstream}, {"path_prefix", prefix},
+  return {{"id", id},
+          {"host", host},
+          {"upstream", upstream},
+          {"path_prefix", prefix},
           {"access", "public"}};
 }
 
@@ -40,7 +43,8 @@ TEST_F(RouteStoreTest, PutReplacesAndPublishes) {
 TEST_F(RouteStoreTest, StaleVersionIs409AndChangesNothing) {
   put(5, {route("a", "a.test")});
   for (uint64_t version : {uint64_t{5}, uint64_t{4}}) {
-    EXPECT_FALSE(store_.replaceAll({{"version", version}, {"routes", nlohmann::json::array()}}, error_));
+    EXPECT_FALSE(
+        store_.replaceAll({{"version", version}, {"routes", nlohmann::json::array()}}, error_));
     EXPECT_EQ(error_.status, 409);
     EXPECT_EQ(error_.error.field, "version");
   }
@@ -68,21 +72,20 @@ TEST_F(RouteStoreTest, PatchRules) {
   EXPECT_FALSE(store_.patch({{"version", 2}, {"upsert", {route("c", "a.test")}}}, error_));
   EXPECT_EQ(error_.error.field, "upsert[0].path_prefix");
   // No clash when the holder moves away in the same batch.
-  EXPECT_TRUE(store_.patch({{"version", 2},
-                            {"upsert", {route("c", "a.test"), route("a", "a2.test")}}},
-                           error_))
+  EXPECT_TRUE(store_.patch(
+      {{"version", 2}, {"upsert", {route("c", "a.test"), route("a", "a2.test")}}}, error_))
       << error_.error.field << ": " << error_.error.message;
   // Or is deleted in it.
-  EXPECT_TRUE(store_.patch({{"version", 3}, {"upsert", {route("d", "b.test")}}, {"delete", {"b"}}},
-                           error_))
+  EXPECT_TRUE(
+      store_.patch({{"version", 3}, {"upsert", {route("d", "b.test")}}, {"delete", {"b"}}}, error_))
       << error_.error.field << ": " << error_.error.message;
   // Delete and upsert of one id in one batch.
   EXPECT_FALSE(store_.patch({{"version", 4}, {"upsert", {route("d", "d.test")}}, {"delete", {"d"}}},
                             error_));
   EXPECT_EQ(error_.error.field, "delete[0]");
   // Same id twice.
-  EXPECT_FALSE(store_.patch({{"version", 4}, {"upsert", {route("e", "e.test"), route("e", "f.test")}}},
-                            error_));
+  EXPECT_FALSE(store_.patch(
+      {{"version", 4}, {"upsert", {route("e", "e.test"), route("e", "f.test")}}}, error_));
   EXPECT_EQ(error_.error.field, "upsert[1].id");
   EXPECT_FALSE(store_.patch({{"version", 4}, {"bogus", 1}}, error_));
   EXPECT_EQ(error_.error.field, "bogus");
@@ -91,15 +94,17 @@ TEST_F(RouteStoreTest, PatchRules) {
 TEST_F(RouteStoreTest, RouteLimitIs413) {
   RouteStore small(publisher_, 2);
   EXPECT_FALSE(small.replaceAll(
-      {{"version", 1}, {"routes", {route("a", "a.test"), route("b", "b.test"), route("c", "c.test")}}},
+      {{"version", 1},
+       {"routes", {route("a", "a.test"), route("b", "b.test"), route("c", "c.test")}}},
       error_));
   EXPECT_EQ(error_.status, 413);
-  ASSERT_TRUE(small.replaceAll({{"version", 1}, {"routes", {route("a", "a.test"), route("b", "b.test")}}},
-                               error_));
+  ASSERT_TRUE(small.replaceAll(
+      {{"version", 1}, {"routes", {route("a", "a.test"), route("b", "b.test")}}}, error_));
   EXPECT_FALSE(small.patch({{"version", 2}, {"upsert", {route("c", "c.test")}}}, error_));
   EXPECT_EQ(error_.status, 413);
   // Replacing an existing id does not grow the table.
-  EXPECT_TRUE(small.patch({{"version", 2}, {"upsert", {route("a", "a.test", "127.0.0.1:2")}}}, error_));
+  EXPECT_TRUE(
+      small.patch({{"version", 2}, {"upsert", {route("a", "a.test", "127.0.0.1:2")}}}, error_));
 }
 
 TEST_F(RouteStoreTest, RetiresDeletedAndMovedRoutesOnly) {

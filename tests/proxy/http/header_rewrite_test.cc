@@ -40,7 +40,8 @@ class HeaderRewriteTest : public ::testing::Test {
 };
 
 TEST_F(HeaderRewriteTest, UnchangedLinesAreForwardedAsOneView) {
-  std::string head = upstreamHead("GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nCookie: c=1\r\n\r\n");
+  std::string head =
+      upstreamHead("GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nCookie: c=1\r\n\r\n");
   EXPECT_EQ(head,
             "GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nCookie: c=1\r\n"
             "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a.test\r\n"
@@ -65,7 +66,8 @@ TEST_F(HeaderRewriteTest, HopByHopFieldsAreRemoved) {
 
 TEST_F(HeaderRewriteTest, ConnectionCannotRemoveFramingOrHost) {
   std::string head = upstreamHead(
-      "POST / HTTP/1.1\r\nHost: a.test\r\nConnection: Content-Length, Host\r\nContent-Length: 3\r\n\r\n");
+      "POST / HTTP/1.1\r\nHost: a.test\r\nConnection: Content-Length, Host\r\nContent-Length: "
+      "3\r\n\r\n");
   EXPECT_NE(head.find("Content-Length: 3\r\n"), std::string::npos) << head;
   EXPECT_NE(head.find("Host: a.test\r\n"), std::string::npos) << head;
 }
@@ -104,8 +106,8 @@ TEST_F(HeaderRewriteTest, StrippedPathAndHttp10AreRewrittenRequestLines) {
 }
 
 TEST_F(HeaderRewriteTest, ChunkedRequestGetsGatewayFraming) {
-  std::string head = upstreamHead(
-      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
+  std::string head =
+      upstreamHead("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
   EXPECT_EQ(head.find("Chunked"), std::string::npos) << head;
   EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos);
 }

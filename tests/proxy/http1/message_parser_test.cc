@@ -41,7 +41,8 @@ ParsedRequest parseRequest(const std::string& bytes, Limits limits = {}) {
 }
 
 TEST(MessageParserTest, ParsesRequestHeadInPlace) {
-  std::string bytes = "GET /a/b?c=d HTTP/1.1\r\nHost: Example.test:8080\r\nX-Y:  spaced value  \r\n\r\n";
+  std::string bytes =
+      "GET /a/b?c=d HTTP/1.1\r\nHost: Example.test:8080\r\nX-Y:  spaced value  \r\n\r\n";
   Limits limits;
   Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
   RequestHead head;
@@ -74,7 +75,8 @@ TEST(MessageParserTest, EmptyValueDoesNotSwallowNextField) {
 }
 
 TEST(MessageParserTest, ContentLengthBodyStopsAtMessageEnd) {
-  std::string bytes = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+  std::string bytes =
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
   Limits limits;
   Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
   RequestHead head;
@@ -122,17 +124,28 @@ TEST(MessageParserTest, RejectsBadChunkSize) {
 
 TEST(MessageParserTest, SmugglingShapesAreRejected) {
   EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-                         "Transfer-Encoding: chunked\r\n\r\n").error_status, 400);
+                         "Transfer-Encoding: chunked\r\n\r\n")
+                .error_status,
+            400);
   EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-                         "Content-Length: 4\r\n\r\n").error_status, 400);
+                         "Content-Length: 4\r\n\r\n")
+                .error_status,
+            400);
   EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\n"
-                         "Transfer-Encoding: chunked, gzip\r\n\r\n").error_status, 400);
+                         "Transfer-Encoding: chunked, gzip\r\n\r\n")
+                .error_status,
+            400);
   EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\n"
-                         "Transfer-Encoding: gzip, chunked\r\n\r\n").error_status, 501);
+                         "Transfer-Encoding: gzip, chunked\r\n\r\n")
+                .error_status,
+            501);
   EXPECT_EQ(parseRequest("POST / HTTP/1.0\r\nHost: a\r\n"
-                         "Transfer-Encoding: chunked\r\n\r\n").error_status, 400);
+                         "Transfer-Encoding: chunked\r\n\r\n")
+                .error_status,
+            400);
   EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX: \rTransfer-Encoding: chunked\r\n\r\n")
-                .error_status, 400);
+                .error_status,
+            400);
   EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n").error_status, 400);
   EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").error_status, 400);
   EXPECT_EQ(parseRequest("GET / HTTP/1.1\r\nHost: a b\r\n\r\n").error_status, 400);
@@ -146,8 +159,9 @@ TEST(MessageParserTest, SmugglingShapesAreRejected) {
 TEST(MessageParserTest, BodyLimitRejectsDeclaredLength) {
   Limits limits;
   limits.request_body_size = 10;
-  EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits)
-                .error_status, 413);
+  EXPECT_EQ(
+      parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits).error_status,
+      413);
   EXPECT_EQ(parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", limits).status,
             HeadStatus::kComplete);
 }
@@ -161,7 +175,8 @@ TEST(MessageParserTest, AbsoluteFormTargetGivesHostAndPath) {
 
 TEST(MessageParserTest, UpgradeNeedsConnectionUpgrade) {
   auto upgrade = parseRequest(
-      "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+      "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "
+      "websocket\r\n\r\n");
   ASSERT_EQ(upgrade.status, HeadStatus::kComplete);
   EXPECT_TRUE(upgrade.head.upgrade);
   auto no_connection = parseRequest("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
@@ -238,7 +253,8 @@ TEST(MessageParserTest, ResponseFramingRules) {
 TEST(MessageParserTest, InterimResponseThenFinal) {
   Limits limits;
   Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
-  std::string bytes = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+  std::string bytes =
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
   ResponseHead interim;
   ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), interim), HeadStatus::kComplete);
   EXPECT_EQ(interim.status, 100);
@@ -262,6 +278,57 @@ TEST(MessageParserTest, UpstreamTransferEncodingNotChunkedIsRefused) {
   ResponseHead head;
   EXPECT_EQ(parser.parseHead(bytes.data(), bytes.size(), head), HeadStatus::kError);
   EXPECT_EQ(parser.errorStatus(), 502);
+}
+
+// Found by fuzz/http1_response_fuzzer (corpus: 304-with-content-length and
+// its siblings): a 1xx, 204 or 304 response with Content-Length or chunked
+// coding was framed as bodiless for the client while llhttp went on to read
+// a body, so the upstream's next bytes reached the client as this
+// response's body. tests/integration/no_body_status_desync_test.py pins the
+// end-to-end effect.
+TEST(MessageParserTest, NoBodyStatusWithLengthFieldsReadsNoBody) {
+  Limits limits;
+  for (std::string head : {"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n",
+                           "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                           "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n",
+                           "HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+    SCOPED_TRACE(head);
+    Http1MessageParser parser(Http1MessageParser::Type::kResponse, limits);
+    std::string bytes = head + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    ResponseHead first;
+    ASSERT_EQ(parser.parseHead(bytes.data(), bytes.size(), first), HeadStatus::kComplete);
+    EXPECT_EQ(first.framing, BodyFraming::kNone);
+    EXPECT_FALSE(parser.expectsBody());
+    size_t offset = parser.headConsumed();
+    EXPECT_EQ(offset, head.size());
+    parser.reset();
+    ResponseHead next;
+    ASSERT_EQ(parser.parseHead(bytes.data() + offset, bytes.size() - offset, next),
+              HeadStatus::kComplete);
+    EXPECT_EQ(next.status, 200);
+    offset += parser.headConsumed();
+    CollectingHandler handler;
+    auto result = parser.parseBody(bytes.data() + offset, bytes.size() - offset, handler);
+    EXPECT_TRUE(result.complete);
+    EXPECT_EQ(handler.body, "ok");
+  }
+}
+
+// Found by fuzz/http1_request_fuzzer (corpus: request-line-extra-spaces):
+// llhttp accepts "GET /x  HTTP/1.1", and the target the gateway routed on
+// and forwarded kept the extra space ("/x ").
+TEST(MessageParserTest, ExtraSpacesAroundTheTargetAreRejected) {
+  for (const char* line : {"GET /x  HTTP/1.1", "GET  /x HTTP/1.1", "GET /x \tHTTP/1.1",
+                           "GET /gs/gs-x/ HTTP/1.1 HTTP/1.1"}) {
+    SCOPED_TRACE(line);
+    auto parsed = parseRequest(std::string(line) + "\r\nHost: a\r\n\r\n");
+    EXPECT_EQ(parsed.status, HeadStatus::kError);
+    EXPECT_EQ(parsed.error_status, 400);
+  }
+  auto parsed = parseRequest("GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+  ASSERT_EQ(parsed.status, HeadStatus::kComplete);
+  EXPECT_EQ(parsed.head.target, "/x");
 }
 
 }  // namespace

@@ -20,8 +20,7 @@ Route makeRoute(std::string id, std::string host, std::string prefix = "/", bool
 
 RouteTable sampleTable() {
   return RouteTable({makeRoute("ide", "gs-x.example"), makeRoute("api", "gs-x.example", "/api"),
-                     makeRoute("api-v2", "gs-x.example", "/api/v2/"),
-                     makeRoute("any", "*.example"),
+                     makeRoute("api-v2", "gs-x.example", "/api/v2/"), makeRoute("any", "*.example"),
                      makeRoute("path-form", "gw.example", "/gs/gs-x", true)});
 }
 
@@ -71,7 +70,8 @@ TEST(RouteTableTest, StripPrefix) {
 
 TEST(RouteTableTest, LookupCostDoesNotDependOnOtherHosts) {
   std::vector<Route> routes;
-  for (int i = 0; i < 20000; ++i) routes.push_back(makeRoute("r" + std::to_string(i), "gs-" + std::to_string(i) + ".example"));
+  for (int i = 0; i < 20000; ++i)
+    routes.push_back(makeRoute("r" + std::to_string(i), "gs-" + std::to_string(i) + ".example"));
   RouteTable table(std::move(routes));
   EXPECT_STREQ(matchId(table, "gs-19999.example", "/"), "r19999");
   EXPECT_STREQ(matchId(table, "gs-20000.example", "/"), "none");
@@ -85,7 +85,8 @@ TEST(RouteJsonTest, ParsesAndValidatesRoutes) {
      "upstream": "unix:/run/ide.sock", "access": "public"}])");
   std::vector<Route> routes;
   ValidationError error;
-  ASSERT_TRUE(parseRouteList(json, "routes", routes, error)) << error.field << ": " << error.message;
+  ASSERT_TRUE(parseRouteList(json, "routes", routes, error))
+      << error.field << ": " << error.message;
   ASSERT_EQ(routes.size(), 2u);
   EXPECT_EQ(routes[0].access, RouteAccess::kOwner);
   EXPECT_EQ(routes[1].upstream.kind, SocketAddress::Kind::kUnix);
@@ -104,7 +105,8 @@ TEST(RouteJsonTest, RejectsBadFieldsNamingThem) {
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4"}])", "routes[0].upstream"},
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:99999"}])", "routes[0].upstream"},
       {R"([{"id": "a", "host": "a.test", "upstream": "unix:relative"}])", "routes[0].upstream"},
-      {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80", "colour": 1}])", "routes[0].colour"},
+      {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80", "colour": 1}])",
+       "routes[0].colour"},
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80", "path_prefix": "x"}])",
        "routes[0].path_prefix"},
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80", "protocol": "h3"}])",
@@ -112,9 +114,11 @@ TEST(RouteJsonTest, RejectsBadFieldsNamingThem) {
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80", "access": "owner"}])",
        "routes[0].access"},
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80"},
-           {"id": "a", "host": "b.test", "upstream": "1.2.3.4:80"}])", "routes[1].id"},
+           {"id": "a", "host": "b.test", "upstream": "1.2.3.4:80"}])",
+       "routes[1].id"},
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80"},
-           {"id": "b", "host": "a.test", "upstream": "1.2.3.4:81"}])", "routes[1].path_prefix"},
+           {"id": "b", "host": "a.test", "upstream": "1.2.3.4:81"}])",
+       "routes[1].path_prefix"},
       {R"([{"host": "a.test", "upstream": "1.2.3.4:80"}])", "routes[0].id"},
       {R"([{"id": "a", "host": "a.test", "upstream": "1.2.3.4:80", "tunnel_ports": [0]}])",
        "routes[0].tunnel_ports[0]"},
@@ -122,7 +126,8 @@ TEST(RouteJsonTest, RejectsBadFieldsNamingThem) {
   for (const BadRoute& bad : cases) {
     std::vector<Route> routes;
     ValidationError error;
-    EXPECT_FALSE(parseRouteList(nlohmann::json::parse(bad.json), "routes", routes, error)) << bad.json;
+    EXPECT_FALSE(parseRouteList(nlohmann::json::parse(bad.json), "routes", routes, error))
+        << bad.json;
     EXPECT_EQ(error.field, bad.field) << bad.json << " -> " << error.message;
     EXPECT_FALSE(error.message.empty());
   }
@@ -135,9 +140,9 @@ namespace spacegate {
 namespace {
 
 TEST(RouteTableTest, WithChangesSharesUntouchedRoutesAndKeepsCounters) {
-  RouteTable base({makeRoute("a", "a.example"), makeRoute("b", "b.example"),
-                   makeRoute("c", "*.wild.example")},
-                  1);
+  RouteTable base(
+      {makeRoute("a", "a.example"), makeRoute("b", "b.example"), makeRoute("c", "*.wild.example")},
+      1);
   base.findById("a")->stats->bytes_in = 42;
   Route moved = makeRoute("a", "a.example");
   moved.upstream_text = "127.0.0.1:2";
