@@ -1,9 +1,13 @@
 #include "config/gateway_config.h"
 
 #include <charconv>
+#include <fstream>
+#include <sstream>
 #include <set>
 
+#include "auth/base64url.h"
 #include "config/yaml_document.h"
+#include "control_api/key_ring_store.h"
 #include "route/route_json.h"
 
 namespace spacegate {
@@ -78,7 +82,7 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
   if (root.is_null()) return true;  // an empty file: all defaults
   if (!checkKeys(root, "",
                  {"listen", "workers", "access_log", "log_level", "limits", "upstream_pool",
-                  "routes", "control", "state_dir"},
+                  "routes", "control", "state_dir", "auth"},
                  error)) {
     return false;
   }
@@ -210,6 +214,74 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
         return rejectField(error, "control.address",
                            "a TCP control address needs control.token_file");
       }
+    }
+  }
+  if (auto auth = root.find("auth"); auth != root.end()) {
+    if (!checkKeys(*auth, "auth", {"public_keys", "login_url", "cookie_name"}, error)) return false;
+    if (auto keys = auth->find("public_keys"); keys != auth->end()) {
+      // Entries are {kid, public_key} inline, or {file} naming a .pub file
+      // written by `spacegatectl token keygen`.
+      nlohmann::json inline_keys = nlohmann::json::array();
+      if (!keys->is_array()) return rejectField(error, "auth.public_keys", "must be a list");
+      for (size_t i = 0; i < keys->size(); ++i) {
+        const nlohmann::json& entry = (*keys)[i];
+        std::string item = "auth.public_keys[" + std::to_string(i) + "]";
+        if (entry.is_object() && entry.contains("file")) {
+          if (entry.size() != 1 || !entry["file"].is_string()) {
+            return rejectField(error, item, "a file entry has only \"file\"");
+          }
+          std::ifstream stream(entry["file"].get<std::string>());
+          std::stringstream contents;
+          contents << stream.rdbuf();
+          std::string kid, public_key, reason;
+          if (!stream || !parsePublicKeyJson(contents.str(), kid, public_key, reason)) {
+            return rejectField(error, item + ".file",
+                               entry["file"].get<std::string>() + ": " +
+                                   (stream ? reason : std::string("cannot read the file")));
+          }
+          inline_keys.push_back({{"kid", kid}, {"public_key", base64UrlEncode(public_key)}});
+        } else {
+          inline_keys.push_back(entry);
+        }
+      }
+      KeyRing ring;
+      // Errors name the entry as written.
+      for (size_t i = 0; i < inline_keys.size(); ++i) {
+        KeyRing single;
+        ValidationError entry_error;
+        if (!KeyRingStore::parseKeyList(nlohmann::json::array({inline_keys[i]}), "x", single,
+                                        entry_error)) {
+          return rejectField(error,
+                             "auth.public_keys[" + std::to_string(i) + "]" +
+                                 entry_error.field.substr(entry_error.field.find(']') + 1),
+                             entry_error.message);
+        }
+        for (const auto& [kid, key] : single.keys()) {
+          if (ring.find(kid)) {
+            return rejectField(error, "auth.public_keys[" + std::to_string(i) + "].kid",
+                               "duplicate key id");
+          }
+          ring.add(kid, key);
+        }
+      }
+      config.public_keys = std::move(ring);
+    }
+    if (auto login = auth->find("login_url"); login != auth->end()) {
+      if (!login->is_string() || !(login->get<std::string>().starts_with("https://") ||
+                                   login->get<std::string>().starts_with("http://"))) {
+        return rejectField(error, "auth.login_url", "must be an http(s) URL");
+      }
+      config.auth.login_url = login->get<std::string>();
+    }
+    if (auto cookie = auth->find("cookie_name"); cookie != auth->end()) {
+      std::string name = cookie->is_string() ? cookie->get<std::string>() : "";
+      bool ok = !name.empty() && name.size() <= 64;
+      for (char c : name) {
+        ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-');
+      }
+      if (!ok) return rejectField(error, "auth.cookie_name", "must be 1..64 of [A-Za-z0-9_-]");
+      config.auth.cookie_name = name;
     }
   }
   if (auto routes = root.find("routes"); routes != root.end()) {

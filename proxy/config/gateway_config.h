@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "auth/access_policy.h"
+#include "auth/access_token.h"
 #include "common/validation_error.h"
 #include "config/limits.h"
 #include "net/socket_address.h"
@@ -36,6 +38,8 @@ struct GatewayConfig {
   std::vector<Route> routes;
   bool routes_given = false;  // the file has a routes: key
   ControlConfig control;
+  AuthConfig auth;
+  KeyRing public_keys;        // auth.public_keys
   std::string state_dir;  // where routes.json (the applied table) is kept; empty: nowhere
 };
 

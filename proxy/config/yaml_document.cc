@@ -67,8 +67,25 @@ nlohmann::json scalarToJson(const YAML::Node& node) {
   return text;
 }
 
+// Bounds on the conversion. An alias is expanded wherever it is used, so a
+// few lines of anchors can stand for billions of values ("billion laughs"),
+// and an anchor used inside its own node makes a cycle. Without aliases a
+// document has fewer values than bytes and a config nests a few levels, so
+// the bounds never bite on a real file.
+struct ConversionBudget {
+  size_t values_left;
+  static constexpr int kMaxDepth = 64;
+};
+
 void convert(const YAML::Node& node, const std::string& path, nlohmann::json& out,
-             std::map<std::string, int>& lines) {
+             std::map<std::string, int>& lines, ConversionBudget& budget, int depth) {
+  if (budget.values_left == 0) {
+    throw YAML::ParserException(node.Mark(), "too many values (aliases expand too far)");
+  }
+  --budget.values_left;
+  if (depth > ConversionBudget::kMaxDepth) {
+    throw YAML::ParserException(node.Mark(), "nested too deeply (or an alias inside its anchor)");
+  }
   lines[path] = node.Mark().line + 1;
   switch (node.Type()) {
     case YAML::NodeType::Null:
@@ -83,7 +100,7 @@ void convert(const YAML::Node& node, const std::string& path, nlohmann::json& ou
       size_t index = 0;
       for (const YAML::Node& item : node) {
         nlohmann::json value;
-        convert(item, path + "[" + std::to_string(index++) + "]", value, lines);
+        convert(item, path + "[" + std::to_string(index++) + "]", value, lines, budget, depth + 1);
         out.push_back(std::move(value));
       }
       break;
@@ -97,7 +114,7 @@ void convert(const YAML::Node& node, const std::string& path, nlohmann::json& ou
           throw YAML::ParserException(entry.first.Mark(), "duplicate key \"" + key + "\"");
         }
         nlohmann::json value;
-        convert(entry.second, child_path, value, lines);
+        convert(entry.second, child_path, value, lines, budget, depth + 1);
         lines[child_path] = entry.first.Mark().line + 1;
         out[key] = std::move(value);
       }
@@ -122,7 +139,8 @@ bool loadYamlText(const std::string& text, YamlDocument& document, std::string& 
   try {
     YAML::Node node = YAML::Load(text);
     document.lines.clear();
-    convert(node, "", document.root, document.lines);
+    ConversionBudget budget{2 * text.size() + 1024};
+    convert(node, "", document.root, document.lines, budget, 0);
     return true;
   } catch (const YAML::Exception& exception) {
     error = std::to_string(exception.mark.line + 1) + ": " + exception.msg;

@@ -12,7 +12,9 @@ namespace {
 ControlResponse jsonResponse(int status, const nlohmann::json& body) {
   ControlResponse response;
   response.status = status;
-  response.body = body.dump() + "\n";
+  // Bytes that are not UTF-8 (echoed from a bad body in an error message)
+  // are replaced, never thrown about.
+  response.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   return response;
 }
 
@@ -122,6 +124,22 @@ ControlResponse ControlApi::writeResult(bool ok, const RouteWriteError& error) {
 }
 
 ControlResponse ControlApi::handle(const ControlRequest& request) {
+  bool write = request.method == "PUT" || request.method == "PATCH" || request.method == "DELETE";
+  try {
+    ControlResponse response = route(request);
+    return response;
+  } catch (const std::exception& exception) {
+    // Never let one request take the control thread down.
+    if (write) routes_.countRefusedWrite();
+    return errorResponse(500, std::string("internal error: ") + exception.what());
+  }
+}
+
+void ControlApi::noteRefusedWrite(const std::string& method) {
+  if (method == "PUT" || method == "PATCH" || method == "DELETE") routes_.countRefusedWrite();
+}
+
+ControlResponse ControlApi::route(const ControlRequest& request) {
   const std::string& path = request.path;
   const std::string& method = request.method;
   auto parseBody = [&](nlohmann::json& body, ControlResponse& failure) {
@@ -130,6 +148,7 @@ ControlResponse ControlApi::handle(const ControlRequest& request) {
       return true;
     } catch (const nlohmann::json::parse_error& exception) {
       failure = errorResponse(400, std::string("invalid JSON: ") + exception.what());
+      routes_.countRefusedWrite();
       return false;
     }
   };
@@ -153,6 +172,7 @@ ControlResponse ControlApi::handle(const ControlRequest& request) {
     if (!isValidRouteId(id)) return errorResponse(404, "no route with this id", "id");
     uint64_t version = 0;
     if (!versionFromQuery(request.query, version)) {
+      noteRefusedWrite(method);
       return errorResponse(400, "must be a whole number above 0", "version");
     }
     if (method == "GET") {
@@ -170,6 +190,16 @@ ControlResponse ControlApi::handle(const ControlRequest& request) {
     }
     if (method == "DELETE") return writeResult(routes_.deleteOne(id, version, error), error);
     return methodNotAllowed("GET, PUT, DELETE");
+  }
+  if (path == "/auth/keys") {
+    if (method == "GET") return jsonResponse(200, keys_.toJson());
+    if (method != "PUT") return methodNotAllowed("GET, PUT");
+    nlohmann::json body;
+    ControlResponse failure;
+    if (!parseBody(body, failure)) return failure;
+    ValidationError error;
+    if (!keys_.replace(body, error)) return errorResponse(400, error.message, error.field);
+    return jsonResponse(200, keys_.toJson());
   }
   if (path == "/stats") {
     if (method != "GET") return methodNotAllowed("GET");

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "control_api/gateway_control.h"
+#include "control_api/key_ring_store.h"
 #include "control_api/route_store.h"
 
 namespace spacegate {
@@ -28,15 +29,19 @@ struct ControlResponse {
 
 class ControlApi {
  public:
-  ControlApi(RouteStore& routes, GatewayControl& gateway) : routes_(routes), gateway_(gateway) {}
+  ControlApi(RouteStore& routes, KeyRingStore& keys, GatewayControl& gateway)
+      : routes_(routes), keys_(keys), gateway_(gateway) {}
 
   ControlResponse handle(const ControlRequest& request);
+  // A route write refused before it reached the API (body over the limit).
+  void noteRefusedWrite(const std::string& method);
 
   // {"error": message, "field": field} (field left out when empty).
   static ControlResponse errorResponse(int status, std::string_view message,
                                        std::string_view field = {});
 
  private:
+  ControlResponse route(const ControlRequest& request);
   ControlResponse getRoutes();
   ControlResponse writeResult(bool ok, const RouteWriteError& error);
   ControlResponse stats();
@@ -44,6 +49,7 @@ class ControlApi {
   ControlResponse activity();
 
   RouteStore& routes_;
+  KeyRingStore& keys_;
   GatewayControl& gateway_;
 };
 

@@ -123,6 +123,7 @@ class ControlConnection : private Http1MessageParser::BodyHandler {
         head_done_ = true;
         body_too_large_ = false;
         if (declared_too_large) {
+          server_.api().noteRefusedWrite(request_.method);
           respond(ControlApi::errorResponse(413, "request body too large"), false);
           return;
         }
@@ -136,6 +137,7 @@ class ControlConnection : private Http1MessageParser::BodyHandler {
         }
         input_.erase(0, result.consumed);
         if (body_too_large_) {
+          server_.api().noteRefusedWrite(request_.method);
           respond(ControlApi::errorResponse(413, "request body too large"), false);
           return;
         }

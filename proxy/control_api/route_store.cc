@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -78,7 +79,8 @@ void RouteStore::enableSnapshots(const std::string& path) {
 }
 
 uint64_t RouteStore::persistedVersion() const {
-  return snapshots_ ? snapshots_->persistedVersion() : 0;
+  uint64_t written = snapshots_ ? snapshots_->persistedVersion() : 0;
+  return std::max(written, loaded_version_);
 }
 
 void RouteStore::flushSnapshot() {
@@ -106,6 +108,7 @@ bool RouteStore::loadSnapshot(const std::string& path) {
         reason = "more routes than the route limit";
       } else {
         publisher_.publish(std::make_shared<const RouteTable>(std::move(routes), version));
+        loaded_version_ = version;
         logEvent(LogLevel::kInfo, "routes restored from snapshot")
             .with("file", path)
             .with("version", version)
@@ -185,6 +188,7 @@ bool RouteStore::replaceAll(const nlohmann::json& body, RouteWriteError& error) 
   }
   if (!commit(std::move(routes), {}, version, true, error, "routes")) return false;
   recordLatency(start);
+  ++writes_accepted_;
   return true;
 }
 
@@ -231,6 +235,7 @@ bool RouteStore::patch(const nlohmann::json& body, RouteWriteError& error) {
     return false;
   }
   recordLatency(start);
+  ++writes_accepted_;
   return true;
 }
 
@@ -252,13 +257,14 @@ bool RouteStore::upsertOne(const std::string& id, const nlohmann::json& body, ui
   if (route.id != id) return refuse(error, 400, "route.id", "must match the id in the path");
   std::vector<Route> upserts;
   upserts.push_back(std::move(route));
-  if (!checkRoutesServable(upserts, "route", error.error)) {
+  if (!checkRouteServable(upserts.front(), "route", error.error)) {
     error.status = 400;
     ++writes_refused_;
     return false;
   }
   if (!commit(std::move(upserts), {}, version, false, error, "route")) return false;
   recordLatency(start);
+  ++writes_accepted_;
   return true;
 }
 
@@ -273,6 +279,7 @@ bool RouteStore::deleteOne(const std::string& id, uint64_t version, RouteWriteEr
   }
   if (!commit({}, {id}, version, false, error, "route")) return false;
   recordLatency(start);
+  ++writes_accepted_;
   return true;
 }
 
@@ -283,20 +290,29 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
   RouteTableSnapshot next;
   RetiredRoutes retired;
   if (replace_all) {
-    // Counters follow the id into the new table.
-    for (Route& route : upserts) {
-      if (const Route* old = old_table->findById(route.id)) route.stats = old->stats;
-    }
+    // Applied as a diff against the current table: routes that stay the same
+    // keep their object (connections on them are matched by identity and
+    // must never be taken for retired), and a big table with a few changes
+    // copies only the shards those touch.
     std::unordered_map<std::string, const Route*> by_id;
     for (const Route& route : upserts) by_id.emplace(route.id, &route);
+    std::vector<std::string> removed;
     old_table->forEach([&](const Route& old) {
       auto found = by_id.find(old.id);
+      if (found == by_id.end()) {
+        removed.push_back(old.id);
+      }
       if (found == by_id.end() || found->second->upstream_text != old.upstream_text) {
-        retired.ids.push_back(old.id);
+        retired.routes.push_back(old_table->findPointerById(old.id));
         retired.upstreams.push_back(old.upstream_text);
       }
     });
-    next = std::make_shared<const RouteTable>(std::move(upserts), version);
+    std::vector<Route> changed;
+    for (Route& route : upserts) {
+      const Route* old = old_table->findById(route.id);
+      if (!old || !old->sameDefinition(route)) changed.push_back(std::move(route));
+    }
+    next = old_table->withChanges(std::move(changed), removed, version);
   } else {
     // Validate the batch against the current table before touching anything.
     std::unordered_map<std::string, size_t> upsert_index;
@@ -347,20 +363,25 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
                     "the table would exceed the route limit of " + std::to_string(route_limit_));
     }
     for (const std::string& id : deletes) {
-      retired.ids.push_back(id);
+      retired.routes.push_back(old_table->findPointerById(id));
       retired.upstreams.push_back(old_table->findById(id)->upstream_text);
     }
     for (const Route& route : upserts) {
       const Route* old = old_table->findById(route.id);
       if (old && old->upstream_text != route.upstream_text) {
-        retired.ids.push_back(route.id);
+        retired.routes.push_back(old_table->findPointerById(route.id));
         retired.upstreams.push_back(old->upstream_text);
       }
     }
-    next = old_table->withChanges(std::move(upserts), deletes, version);
+    // A route upserted exactly as it is keeps its object (see above).
+    std::vector<Route> changed;
+    for (Route& route : upserts) {
+      const Route* old = old_table->findById(route.id);
+      if (!old || !old->sameDefinition(route)) changed.push_back(std::move(route));
+    }
+    next = old_table->withChanges(std::move(changed), deletes, version);
   }
   publisher_.publish(next);
-  ++writes_accepted_;
   if (!retired.empty() && on_retire_) on_retire_(retired);
   if (snapshots_) snapshots_->schedule(next);
   return true;

@@ -31,11 +31,13 @@ struct RouteWriteError {
   ValidationError error;
 };
 
-// Routes whose connections must go: ids, and the upstreams they pointed to.
+// Routes whose connections must go: the retired route objects (connections
+// are matched by identity, so those opened on a route's new version stay),
+// and the upstreams they pointed to.
 struct RetiredRoutes {
-  std::vector<std::string> ids;
+  std::vector<RoutePtr> routes;
   std::vector<std::string> upstreams;
-  bool empty() const { return ids.empty(); }
+  bool empty() const { return routes.empty(); }
 };
 
 class RouteStore {
@@ -69,6 +71,8 @@ class RouteStore {
   uint64_t persistedVersion() const;
   void flushSnapshot();
 
+  // A write refused before it reached the store (unreadable body, bad query).
+  void countRefusedWrite() { ++writes_refused_; }
   // Counters for /stats and /metrics.
   uint64_t writesAccepted() const { return writes_accepted_; }
   uint64_t writesRefused() const { return writes_refused_; }
@@ -89,6 +93,7 @@ class RouteStore {
   std::mutex write_mutex_;
   RetireCallback on_retire_;
   std::unique_ptr<SnapshotWriter> snapshots_;
+  uint64_t loaded_version_ = 0;  // the version restored from the snapshot file
   uint64_t writes_accepted_ = 0;
   uint64_t writes_refused_ = 0;
   std::vector<uint64_t> latency_buckets_;

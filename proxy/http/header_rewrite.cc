@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "auth/access_policy.h"
+
 namespace spacegate {
 
 namespace {
@@ -144,6 +146,18 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
       case FieldRole::kForward:
         // With an absolute-form target the authority in it wins; Host is rewritten.
         if (absolute_form && equalsIgnoringCase(field.name, "host")) break;
+        if (context.drop_authorization && equalsIgnoringCase(field.name, "authorization")) break;
+        if (!context.remove_cookie.empty() && equalsIgnoringCase(field.name, "cookie") &&
+            !findCookieInValue(field.value, context.remove_cookie).empty()) {
+          // The gateway's cookie never reaches the Gitspace; the others do.
+          std::string rest = removeCookie(field.value, context.remove_cookie);
+          if (!rest.empty()) {
+            out.appendGenerated("Cookie: ");
+            out.appendGenerated(rest);
+            out.appendGenerated("\r\n");
+          }
+          break;
+        }
         out.appendView(field.raw_line);
         break;
       case FieldRole::kFraming:
@@ -293,7 +307,8 @@ std::string_view statusReason(int status) {
 }
 
 void writeErrorResponse(int status, std::string_view detail, bool close_connection,
-                        std::string_view request_id, OutboundWrite& out) {
+                        std::string_view request_id, OutboundWrite& out,
+                        std::string_view extra_headers) {
   char number[4];
   std::to_chars(number, number + 3, status);
   std::string_view code(number, 3);
@@ -313,7 +328,9 @@ void writeErrorResponse(int status, std::string_view detail, bool close_connecti
     out.appendGenerated("\r\nX-Request-Id: ");
     out.appendGenerated(request_id);
   }
-  out.appendGenerated(close_connection ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  out.appendGenerated("\r\n");
+  out.appendGenerated(extra_headers);
+  out.appendGenerated(close_connection ? "Connection: close\r\n\r\n" : "\r\n");
   out.appendGenerated(code);
   out.appendGenerated(" ");
   out.appendGenerated(reason);

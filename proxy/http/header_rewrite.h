@@ -22,6 +22,11 @@ struct UpstreamRequestContext {
   std::string_view rewritten_path;
   // The body is sent chunked (the request arrived chunked).
   bool chunked_body = false;
+  // The gateway consumed the Authorization header (its own bearer token).
+  bool drop_authorization = false;
+  // A cookie of the gateway's to remove from Cookie fields (others stay
+  // byte for byte); empty: Cookie fields go on unchanged.
+  std::string_view remove_cookie;
 };
 
 // Writes the request line and header block to send upstream (HTTP/1.1).
@@ -47,9 +52,11 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
 std::string_view acceptableRequestId(const RequestHead& request);
 
 // Appends a short plain-text error response ("404 Not Found", a one-line
-// reason) and whether the connection closes after it.
+// reason) and whether the connection closes after it. `extra_headers` are
+// complete field lines ("Location: /x\r\n").
 void writeErrorResponse(int status, std::string_view detail, bool close_connection,
-                        std::string_view request_id, OutboundWrite& out);
+                        std::string_view request_id, OutboundWrite& out,
+                        std::string_view extra_headers = {});
 
 // Reason phrase for a status code ("Not Found"), or "" if unknown.
 std::string_view statusReason(int status);

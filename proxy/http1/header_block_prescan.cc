@@ -50,10 +50,16 @@ constexpr TokenTable kTokenTable;
 
 HeaderBlockPrescan::Result HeaderBlockPrescan::checkStartLine(const char* line, size_t length) {
   if (kind_ == Kind::kResponse) {
-    // HTTP/x.y SP 3DIGIT ...
+    // HTTP/x.y SP 3DIGIT [SP reason]
     if (length < 12 || std::memcmp(line, "HTTP/", 5) != 0 || !isDigit(line[5]) || line[6] != '.' ||
         !isDigit(line[7]) || line[8] != ' ') {
       return fail(Result::kMalformed, "malformed status line");
+    }
+    // llhttp takes any number of digits ("HTTP/1.1 2 0 OK" is status 2); a
+    // code outside 100..599 has no class whose body rules could apply.
+    if (line[9] < '1' || line[9] > '5' || !isDigit(line[10]) || !isDigit(line[11]) ||
+        (length > 12 && line[12] != ' ')) {
+      return fail(Result::kMalformed, "status code is not three digits from 100 to 599");
     }
     return Result::kIncomplete;
   }

@@ -317,12 +317,16 @@ bool Http1MessageParser::decideRequestFraming(RequestHead& head) {
     return false;
   }
   head.target = line.substr(first_space + 1, last_space - first_space - 1);
-  // Exactly one SP on each side of the target (RFC 9112 section 3). llhttp
-  // skips extra spaces, which would leave them in the target the gateway
-  // routes on and forwards as it came.
-  if (head.target.find_first_of(" \t") != std::string_view::npos) {
-    fail(400, "malformed request line");
-    return false;
+  // Exactly one SP on each side of the target, and no whitespace or control
+  // byte in it (RFC 9112 section 3). llhttp skips extra spaces and, outside
+  // strict mode, lets HTAB and FF into the URL: they would stay in the
+  // target the gateway routes on and forwards as it came, where an upstream
+  // may split the line at them.
+  for (char c : head.target) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+      fail(400, "malformed request line");
+      return false;
+    }
   }
   std::string_view authority;
   if (head.is_connect) {

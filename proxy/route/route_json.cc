@@ -183,18 +183,20 @@ bool parseRouteList(const nlohmann::json& array, const std::string& path,
   return true;
 }
 
+bool checkRouteServable(const Route& route, const std::string& path, ValidationError& error) {
+  if (route.protocol == UpstreamProtocol::kH2c) {
+    return rejectField(error, path + ".protocol", "h2c upstreams are not supported by this gateway yet");
+  }
+  if (route.upstream_tls) {
+    return rejectField(error, path + ".upstream_tls", "upstream TLS is not supported by this gateway yet");
+  }
+  return true;
+}
+
 bool checkRoutesServable(const std::vector<Route>& routes, const std::string& path,
                          ValidationError& error) {
   for (size_t i = 0; i < routes.size(); ++i) {
-    std::string item_path = path + "[" + std::to_string(i) + "]";
-    if (routes[i].protocol == UpstreamProtocol::kH2c) {
-      return rejectField(error, item_path + ".protocol",
-                         "h2c upstreams are not supported by this gateway yet");
-    }
-    if (routes[i].upstream_tls) {
-      return rejectField(error, item_path + ".upstream_tls",
-                         "upstream TLS is not supported by this gateway yet");
-    }
+    if (!checkRouteServable(routes[i], path + "[" + std::to_string(i) + "]", error)) return false;
   }
   return true;
 }

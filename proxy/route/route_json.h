@@ -28,6 +28,7 @@ nlohmann::json routeToJson(const Route& route);
 // routes enter the gateway, so a route never behaves other than it says.
 bool checkRoutesServable(const std::vector<Route>& routes, const std::string& path,
                          ValidationError& error);
+bool checkRouteServable(const Route& route, const std::string& path, ValidationError& error);
 
 // Route ids: [a-z0-9._-], 1..128 bytes.
 bool isValidRouteId(const std::string& id);

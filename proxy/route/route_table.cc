@@ -88,7 +88,16 @@ std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> ups
     bool wildcard;
     std::string_view host = hostKey(*old, wildcard);
     std::string key = routeKey(wildcard, host, old->path_prefix);
-    writable(route_copies, next->route_shards_, shardOf(key)).routes.erase(key);
+    {
+      // Only if the key is still this route's: a route upserted earlier in
+      // the same batch may have taken the place this one is leaving.
+      size_t route_index = shardOf(key);
+      const auto& routes = next->route_shards_[route_index]->routes;
+      auto holder = routes.find(key);
+      if (holder != routes.end() && holder->second == old) {
+        writable(route_copies, next->route_shards_, route_index).routes.erase(key);
+      }
+    }
     HostShard& hosts = writable(host_copies, next->host_shards_, shardOf(host));
     LengthMap& lengths_by_host = wildcard ? hosts.wildcard : hosts.exact;
     if (auto entry = lengths_by_host.find(host); entry != lengths_by_host.end()) {
@@ -224,6 +233,12 @@ const Route* RouteTable::findById(std::string_view id) const {
   const IdShard& shard = *id_shards_[shardOf(id)];
   auto found = shard.routes.find(id);
   return found == shard.routes.end() ? nullptr : found->second.get();
+}
+
+RoutePtr RouteTable::findPointerById(std::string_view id) const {
+  const IdShard& shard = *id_shards_[shardOf(id)];
+  auto found = shard.routes.find(id);
+  return found == shard.routes.end() ? nullptr : found->second;
 }
 
 const Route* RouteTable::findByHostAndPrefix(std::string_view host, std::string_view prefix) const {

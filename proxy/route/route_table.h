@@ -42,6 +42,7 @@ class RouteTable {
   // case; `path` is the origin-form target (path and query).
   const Route* match(std::string_view host, std::string_view path) const;
   const Route* findById(std::string_view id) const;
+  RoutePtr findPointerById(std::string_view id) const;
   // The route with this exact host and path prefix, or nullptr.
   const Route* findByHostAndPrefix(std::string_view host, std::string_view prefix) const;
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "auth/access_policy.h"
 #include "http/header_rewrite.h"
 #include "net/socket_address.h"
 #include "server/worker.h"
@@ -166,7 +167,7 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
     // An idle tunnel holds no buffer: the slab lives on only in the write.
     self->inbound_.releaseIfEmpty();
     self->bytes_in_ += slice.size;
-    self->touchRoute();
+    self->countBytes();
     self->last_tunnel_activity_ms_ = uv_now(self->worker_.loop());
     OutboundWrite& write = self->upstream_->prepareWrite();
     write.appendSlice(slice);
@@ -253,18 +254,44 @@ void ClientConnection::beginExchange() {
     respondLocally(404, "no route for this host and path", false);
     return;
   }
-  if (route_->access != RouteAccess::kPublic) {
-    // Fail closed: this gateway build does not verify access tokens, so only
-    // public routes are served.
-    error_ = "access token required";
-    respondLocally(401, "this route needs an access token", false);
-    return;
+  AccessContext access{worker_.authConfig(), worker_.keys(), worker_.tokenCache(),
+                       static_cast<int64_t>(worker_.nowUnixMs() / 1000), /*tls=*/false};
+  AccessDecision decision = decideAccess(request_, *route_, access);
+  switch (decision.outcome) {
+    case AccessDecision::Outcome::kAllow: break;
+    case AccessDecision::Outcome::kRedirectWithCookie:
+      // Never a hint of the token in logs or caches: the URL drops it.
+      error_ = "token exchanged for a cookie";
+      respondLocally(302, "", false,
+                     "Location: " + decision.location + "\r\nSet-Cookie: " + decision.set_cookie +
+                         "\r\nCache-Control: no-store\r\n");
+      return;
+    case AccessDecision::Outcome::kUnauthorized:
+      error_ = decision.reason;
+      respondLocally(401, "authentication required", false,
+                     "WWW-Authenticate: Bearer realm=\"spacegate\"\r\n");
+      return;
+    case AccessDecision::Outcome::kLoginRedirect:
+      error_ = decision.reason;
+      respondLocally(302, "", false,
+                     "Location: " + decision.location + "\r\nCache-Control: no-store\r\n");
+      return;
+    case AccessDecision::Outcome::kForbidden:
+      error_ = decision.reason;
+      respondLocally(403, "forbidden", false);
+      return;
   }
+  drop_authorization_ = decision.strip_authorization;
+  strip_cookie_ = decision.strip_cookie;
   route_->stats->open_connections.fetch_add(1, std::memory_order_relaxed);
   route_open_counted_ = true;
   touchRoute();
+  std::string_view path = decision.rewritten_path.empty() ? request_.path
+                                                          : std::string_view(decision.rewritten_path);
   if (route_->strip_prefix) {
-    rewritten_path_ = RouteTable::stripPrefix(route_->path_prefix, request_.path);
+    rewritten_path_ = RouteTable::stripPrefix(route_->path_prefix, path);
+  } else if (!decision.rewritten_path.empty()) {
+    rewritten_path_ = std::move(decision.rewritten_path);
   } else {
     rewritten_path_.clear();
   }
@@ -272,7 +299,17 @@ void ClientConnection::beginExchange() {
   state_ = State::kConnecting;
   updateReading();
   upstream_start_ns_ = uv_hrtime();
-  worker_.upstreams().acquire(route_->upstream, this);
+  adoptConnecting(worker_.upstreams().acquire(route_->upstream, this));
+}
+
+// A connection still connecting is held in upstream_ too, so that closing
+// this client (a retired route, a shutdown) detaches and closes it; one that
+// already reported (ready or failed) has set or cleared upstream_ itself.
+void ClientConnection::adoptConnecting(UpstreamConnection* connection) {
+  if (state_ == State::kConnecting && connection && connection->owner() == this &&
+      !connection->closing()) {
+    upstream_ = connection;
+  }
 }
 
 void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
@@ -284,6 +321,8 @@ void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
   context.request_id = request_id_;
   context.rewritten_path = rewritten_path_;
   context.chunked_body = request_.framing == BodyFraming::kChunked;
+  context.drop_authorization = drop_authorization_;
+  if (strip_cookie_) context.remove_cookie = worker_.authConfig().cookie_name;
   writeUpstreamRequestHead(request_, context, connection.prepareWrite());
   if (request_.framing == BodyFraming::kNone) {
     connection.submitWrite();
@@ -353,7 +392,7 @@ void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, Upstream
         !retried_ && isIdempotent(request_.method) && request_.framing == BodyFraming::kNone) {
       retried_ = true;
       state_ = State::kConnecting;
-      worker_.upstreams().acquire(route_->upstream, this, /*fresh=*/true);
+      adoptConnecting(worker_.upstreams().acquire(route_->upstream, this, /*fresh=*/true));
       return;
     }
     error_ = upstreamErrorName(error);
@@ -490,14 +529,16 @@ void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
   if (close_after_flush_ && queue.pendingWrites() == 0) startLingering();
 }
 
-void ClientConnection::respondLocally(int status, std::string_view detail, bool close_after) {
+void ClientConnection::respondLocally(int status, std::string_view detail, bool close_after,
+                                      std::string_view extra_headers) {
   status_ = status;
   response_started_ = true;
   if (close_after || request_.framing != BodyFraming::kNone) close_after_response_ = true;
   // A local answer before the request body was read leaves that body on the
   // wire: the connection cannot be reused.
   if (!request_complete_ && request_.framing != BodyFraming::kNone) close_after_response_ = true;
-  writeErrorResponse(status, detail, close_after_response_, request_id_, writes_.prepare());
+  writeErrorResponse(status, detail, close_after_response_, request_id_, writes_.prepare(),
+                     extra_headers);
   submitClientWrite();
   if (state_ == State::kClosed) return;
   finishExchange();
@@ -531,19 +572,28 @@ void ClientConnection::touchRoute() {
   if (route_) route_->stats->touch(worker_.nowUnixMs());
 }
 
+// Adds the bytes not yet counted to the worker's and the route's counters.
+void ClientConnection::countBytes() {
+  uint64_t in = bytes_in_ - bytes_in_counted_;
+  uint64_t out = bytes_out_ - bytes_out_counted_;
+  bytes_in_counted_ = bytes_in_;
+  bytes_out_counted_ = bytes_out_;
+  WorkerCounters& counters = worker_.mutableCounters();
+  WorkerCounters::add(counters.bytes_in, in);
+  WorkerCounters::add(counters.bytes_out, out);
+  if (route_) {
+    route_->stats->bytes_in.fetch_add(in, std::memory_order_relaxed);
+    route_->stats->bytes_out.fetch_add(out, std::memory_order_relaxed);
+    touchRoute();
+  }
+}
+
 void ClientConnection::countExchange() {
   WorkerCounters& counters = worker_.mutableCounters();
   int status_class = status_ >= 100 && status_ < 600 ? status_ / 100 : 0;
   WorkerCounters::add(counters.requests_by_class[status_class]);
-  WorkerCounters::add(counters.bytes_in, bytes_in_);
-  WorkerCounters::add(counters.bytes_out, bytes_out_);
-  if (route_) {
-    RouteStats& stats = *route_->stats;
-    stats.countStatus(status_);
-    stats.bytes_in.fetch_add(bytes_in_, std::memory_order_relaxed);
-    stats.bytes_out.fetch_add(bytes_out_, std::memory_order_relaxed);
-    touchRoute();
-  }
+  if (route_) route_->stats->countStatus(status_);
+  countBytes();
 }
 
 void ClientConnection::logExchange() {
@@ -599,6 +649,8 @@ void ClientConnection::resetExchange() {
   routes_.reset();
   route_ = nullptr;
   rewritten_path_.clear();
+  drop_authorization_ = false;
+  strip_cookie_ = false;
   request_id_.clear();
   request_complete_ = false;
   request_body_error_ = false;
@@ -612,6 +664,8 @@ void ClientConnection::resetExchange() {
   request_body_bytes_ = 0;
   bytes_in_ = 0;
   bytes_out_ = 0;
+  bytes_in_counted_ = 0;
+  bytes_out_counted_ = 0;
   exchange_start_ns_ = 0;
   upstream_start_ns_ = 0;
   upstream_head_ns_ = 0;
@@ -648,11 +702,11 @@ void ClientConnection::enterTunnel(ResponseHead& head) {
 
 void ClientConnection::onUpstreamTunnelData(BufferSlice slice) {
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
-  touchRoute();
   OutboundWrite& write = writes_.prepare();
   write.appendSlice(slice);
   submitClientWrite();
   if (state_ == State::kClosed) return;
+  countBytes();
   if (writes_.queuedBytes() > limits_.write_high_water && upstream_ && !upstream_paused_) {
     upstream_paused_ = true;
     upstream_->pauseReading();

@@ -33,7 +33,10 @@ class ClientConnection : private WriteQueue::Listener,
   void onWorkerShutdown();
   // End of the grace period: close whatever the state.
   void forceClose() { close(); }
-  // The route of the exchange or tunnel in progress ("" between requests).
+  // The route of the exchange or tunnel in progress (null between requests).
+  // Compared by identity: a connection opened on the route's new version is
+  // not one of the retired version's.
+  const Route* route() const { return route_; }
   std::string_view routeId() const {
     return route_ ? std::string_view(route_->id) : std::string_view();
   }
@@ -77,12 +80,15 @@ class ClientConnection : private WriteQueue::Listener,
   void onUpstreamTunnelEnd(bool error) override;
 
   void processInput();
+  void adoptConnecting(UpstreamConnection* connection);
   void beginExchange();
   void requestComplete();
-  void respondLocally(int status, std::string_view detail, bool close_after);
+  void respondLocally(int status, std::string_view detail, bool close_after,
+                      std::string_view extra_headers = {});
   void finishExchange();
   void logExchange();
   void countExchange();
+  void countBytes();
   void touchRoute();
   void resetExchange();
   void enterTunnel(ResponseHead& head);
@@ -119,6 +125,8 @@ class ClientConnection : private WriteQueue::Listener,
   RouteTableSnapshot routes_;
   const Route* route_ = nullptr;
   std::string rewritten_path_;
+  bool drop_authorization_ = false;  // the gateway consumed the bearer token
+  bool strip_cookie_ = false;        // the gateway's cookie is removed upstream
   std::string request_id_;
   UpstreamConnection* upstream_ = nullptr;
   bool request_complete_ = false;
@@ -138,6 +146,8 @@ class ClientConnection : private WriteQueue::Listener,
   uint64_t request_body_bytes_ = 0;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
+  uint64_t bytes_in_counted_ = 0;   // already added to the counters (tunnels count as they go)
+  uint64_t bytes_out_counted_ = 0;
   uint64_t exchange_start_ns_ = 0;
   uint64_t upstream_start_ns_ = 0;
   uint64_t upstream_head_ns_ = 0;

@@ -64,7 +64,7 @@ bool Gateway::prepareRoutes(std::string& error) {
   route_store_ = std::make_unique<RouteStore>(routes_, config_.control.route_limit);
   route_store_->setRetireCallback([this](const RetiredRoutes& retired) {
     for (auto& worker : workers_) {
-      worker->retireRoutes(retired.ids, retired.upstreams, config_.control.route_close_grace_ms);
+      worker->retireRoutes(retired.routes, retired.upstreams, config_.control.route_close_grace_ms);
     }
   });
   bool restored = false;
@@ -85,7 +85,14 @@ bool Gateway::prepareRoutes(std::string& error) {
   if (restored && config_.routes_given) {
     logEvent(LogLevel::kInfo, "the snapshot's routes replace the config file's routes").emit();
   }
-  control_api_ = std::make_unique<ControlApi>(*route_store_, *this);
+  key_store_ = std::make_unique<KeyRingStore>(keys_);
+  key_store_->replaceWith(config_.public_keys);
+  if (!config_.state_dir.empty() && key_store_->loadAndPersistTo(config_.state_dir + "/keys.json")) {
+    logEvent(LogLevel::kInfo, "access token keys restored from the state folder")
+        .with("keys", static_cast<uint64_t>(keys_.current()->size()))
+        .emit();
+  }
+  control_api_ = std::make_unique<ControlApi>(*route_store_, *key_store_, *this);
   if (!config_.control.socket.empty() || !config_.control.address.empty()) {
     ControlServerConfig server_config;
     server_config.socket_path = config_.control.socket;
@@ -150,7 +157,7 @@ int Gateway::run() {
     return 1;
   }
   for (unsigned index = 0; index < workers; ++index) {
-    auto worker = std::make_unique<Worker>(index, config_, routes_, access_log_);
+    auto worker = std::make_unique<Worker>(index, config_, routes_, keys_, access_log_);
     if (!worker->open(error)) {
       logEvent(LogLevel::kError, "cannot start").with("error", error).emit();
       return 1;

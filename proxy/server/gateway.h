@@ -15,6 +15,7 @@
 #include "control_api/control_api.h"
 #include "control_api/control_server.h"
 #include "control_api/gateway_control.h"
+#include "control_api/key_ring_store.h"
 #include "control_api/route_store.h"
 #include "log/access_log.h"
 #include "route/route_publisher.h"
@@ -46,7 +47,9 @@ class Gateway : public GatewayControl {
   std::string config_file_;
   AccessLogSink access_log_;
   RouteTablePublisher routes_;
+  KeyRingPublisher keys_;
   std::unique_ptr<RouteStore> route_store_;
+  std::unique_ptr<KeyRingStore> key_store_;
   std::unique_ptr<ControlApi> control_api_;
   std::unique_ptr<ControlServer> control_server_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -45,12 +45,13 @@ int openReusePortSocket(const SocketAddress& address, std::string& error) {
 }  // namespace
 
 Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePublisher& routes,
-               const AccessLogSink& access_log)
+               const KeyRingPublisher& keys, const AccessLogSink& access_log)
     : index_(index),
       config_(config),
       buffers_(config.limits.header_block_size + 4096),
       dns_(&loop_),
-      route_reader_(routes) {
+      route_reader_(routes),
+      key_reader_(keys) {
   uv_loop_init(&loop_);
   upstreams_ = std::make_unique<UpstreamPool>(&loop_, buffers_, writes_, dns_, config_.limits,
                                               config_.upstream_pool, counters_);
@@ -121,9 +122,9 @@ void Worker::requestDrain() {
   });
 }
 
-void Worker::retireRoutes(std::vector<std::string> ids, std::vector<std::string> upstreams,
+void Worker::retireRoutes(std::vector<RoutePtr> routes, std::vector<std::string> upstreams,
                           uint64_t grace_ms) {
-  mailbox_.post([this, ids = std::move(ids), upstreams = std::move(upstreams), grace_ms] {
+  mailbox_.post([this, ids = std::move(routes), upstreams = std::move(upstreams), grace_ms] {
     for (const std::string& upstream : upstreams) upstreams_->closeIdleTo(upstream);
     if (grace_ms == 0) {
       closeRetired(ids);
@@ -139,7 +140,7 @@ void Worker::retireRoutes(std::vector<std::string> ids, std::vector<std::string>
 
 void Worker::onRetireTimer(uv_timer_t* timer) {
   auto* pending = static_cast<RetireTimer*>(timer->data);
-  pending->worker->closeRetired(pending->ids);
+  pending->worker->closeRetired(pending->routes);
   pending->worker->closeRetireTimer(pending);
 }
 
@@ -150,14 +151,14 @@ void Worker::closeRetireTimer(RetireTimer* pending) {
            [](uv_handle_t* handle) { delete static_cast<RetireTimer*>(handle->data); });
 }
 
-void Worker::closeRetired(const std::vector<std::string>& ids) {
+void Worker::closeRetired(const std::vector<RoutePtr>& routes) {
   if (closed_) return;
   std::vector<ClientConnection*> connections = connections_;
   for (ClientConnection* connection : connections) {
-    std::string_view route = connection->routeId();
-    if (route.empty()) continue;
-    for (const std::string& id : ids) {
-      if (route == id) {
+    const Route* route = connection->route();
+    if (!route) continue;
+    for (const RoutePtr& retired : routes) {
+      if (route == retired.get()) {
         WorkerCounters::add(counters_.connections_closed_by_route_update);
         connection->closeForRouteUpdate();
         break;

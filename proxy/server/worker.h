@@ -13,6 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "auth/access_policy.h"
+#include "auth/access_token.h"
+#include "auth/token_cache.h"
 #include "config/gateway_config.h"
 #include "log/access_log.h"
 #include "net/buffer.h"
@@ -30,7 +33,7 @@ class ClientConnection;
 class Worker {
  public:
   Worker(unsigned index, const GatewayConfig& config, const RouteTablePublisher& routes,
-         const AccessLogSink& access_log);
+         const KeyRingPublisher& keys, const AccessLogSink& access_log);
   ~Worker();
 
   // Binds the listening sockets (on the calling thread, so that errors are
@@ -43,7 +46,7 @@ class Worker {
   void requestShutdown();
   // Thread-safe: close the connections of retired routes (after `grace_ms`)
   // and the idle pool connections to their upstreams.
-  void retireRoutes(std::vector<std::string> ids, std::vector<std::string> upstreams,
+  void retireRoutes(std::vector<RoutePtr> routes, std::vector<std::string> upstreams,
                     uint64_t grace_ms);
   // Thread-safe: every connection closes after its current exchange.
   void requestDrain();
@@ -58,6 +61,9 @@ class Worker {
   UpstreamPool& upstreams() { return *upstreams_; }
   AccessLogBuffer& accessLog() { return *access_log_; }
   const RouteTableSnapshot& routes() { return route_reader_.current(); }
+  const KeyRingSnapshot& keys() { return key_reader_.current(); }
+  TokenCache& tokenCache() { return token_cache_; }
+  const AuthConfig& authConfig() const { return config_.auth; }
   bool shuttingDown() const { return shutting_down_; }
   bool draining() const { return draining_ || shutting_down_; }
   WorkerCounters& mutableCounters() { return counters_; }
@@ -75,12 +81,12 @@ class Worker {
 
  private:
   static void onConnection(uv_stream_t* server, int status);
-  void closeRetired(const std::vector<std::string>& ids);
+  void closeRetired(const std::vector<RoutePtr>& routes);
   // A pending close of retired routes' connections, after their grace.
   struct RetireTimer {
     uv_timer_t timer;
     Worker* worker;
-    std::vector<std::string> ids;
+    std::vector<RoutePtr> routes;
   };
   static void onRetireTimer(uv_timer_t* timer);
   void closeRetireTimer(RetireTimer* pending);
@@ -102,6 +108,8 @@ class Worker {
   std::unique_ptr<UpstreamPool> upstreams_;
   std::unique_ptr<AccessLogBuffer> access_log_;
   RouteTableReader route_reader_;
+  KeyRingReader key_reader_;
+  TokenCache token_cache_;
   std::vector<ClientConnection*> connections_;
   std::vector<RetireTimer*> retire_timers_;
   WorkerCounters counters_;

@@ -13,11 +13,18 @@ Pieces:
   * WebSocketPeer - websockets echo server on its own thread and loop.
   * RawConn, raw_exchange, parse_responses - raw-socket HTTP client helpers.
   * GatewayTestCase - unittest base class wiring the above together.
+  * ControlClient, ControlGatewayTestCase, WebSocketClient, run_ctl,
+    parse_metrics - the control API (unix socket or TCP with a token),
+    a gateway started with a control socket (and optionally a state dir),
+    a blocking raw-socket WebSocket client, the spacegatectl CLI and a
+    Prometheus text parser.
 
 Environment:
   SPACEGATE_BINARY   path of the gateway binary
                      (default /work/main/build/proxy/spacegate)
   SPACEGATE_KEEP_TMP if set, temp dirs (configs, gateway logs) are kept
+  SPACEGATECTL_BINARY path of the admin CLI
+                     (default /work/main/build/control/cli/spacegatectl)
 """
 
 import asyncio
@@ -42,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_BINARY = "/work/main/build/proxy/spacegate"
 BINARY = os.environ.get("SPACEGATE_BINARY", DEFAULT_BINARY)
+DEFAULT_CTL_BINARY = "/work/main/build/control/cli/spacegatectl"
+CTL_BINARY = os.environ.get("SPACEGATECTL_BINARY", DEFAULT_CTL_BINARY)
 KEEP_TMP = bool(os.environ.get("SPACEGATE_KEEP_TMP"))
 LOOPBACK = "127.0.0.1"
 MiB = 1024 * 1024
@@ -604,6 +613,35 @@ class BlackHole:
         return "%s:%d" % (LOOPBACK, self.port)
 
     def stop(self):
+        self.sock.close()
+
+
+class StuckConnectUpstream:
+    """A listener whose accept queue is full (backlog 0, filled by a few
+    connections that are never accepted): further TCP connects to it hang
+    in SYN-SENT, so a gateway's upstream connect stays pending until its
+    upstream_connect_timeout."""
+
+    def __init__(self, fillers=3):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(fillers):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex((LOOPBACK, self.port))
+            self.fillers.append(f)
+        time.sleep(0.1)
+
+    @property
+    def address(self):
+        return "%s:%d" % (LOOPBACK, self.port)
+
+    def stop(self):
+        for f in self.fillers:
+            f.close()
         self.sock.close()
 
 
@@ -1395,6 +1433,442 @@ class GatewayTestCase(unittest.TestCase):
 
     def gateway_context(self):
         return "\n--- gateway stderr (tail) ---\n%s" % tail(self.gateway.stderr(), 2000)
+
+
+# --------------------------------------------------------------------------
+# The control API: client, gateway test case, spacegatectl, metrics parser
+# --------------------------------------------------------------------------
+
+class ControlClient:
+    """A blocking client of the gateway's control API, on its unix socket or
+    on TCP (address=(host, port), with token= for `Authorization: Bearer`).
+    One connection per request (`Connection: close`); replies are harness
+    Response objects (status, headers, body, json())."""
+
+    def __init__(self, socket_path=None, address=None, token=None,
+                 timeout=30.0):
+        assert socket_path or address, "a socket path or a TCP address"
+        self.socket_path = socket_path
+        self.address = address
+        self.token = token
+        self.timeout = timeout
+
+    def where(self):
+        if self.socket_path:
+            return "unix:" + self.socket_path
+        return "%s:%d" % tuple(self.address)
+
+    def connect(self, timeout=None):
+        timeout = self.timeout if timeout is None else timeout
+        if self.socket_path:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect(self.socket_path)
+            except OSError:
+                s.close()
+                raise
+            return s
+        return socket.create_connection(tuple(self.address), timeout=timeout)
+
+    def send_raw(self, data, method="GET", timeout=None):
+        """Send raw bytes on a fresh connection and read ONE response."""
+        s = self.connect(timeout)
+        try:
+            try:
+                s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return _read_response(_Reader(s), method)
+        finally:
+            s.close()
+
+    @staticmethod
+    def encode_body(body):
+        if body is None or isinstance(body, bytes):
+            return body
+        if isinstance(body, str):
+            return body.encode("utf-8")
+        return json.dumps(body).encode("utf-8")
+
+    def request(self, method, path, body=None, headers=(), token=True,
+                timeout=None):
+        """method path [body]; body may be bytes, str or anything JSON.
+        token=True sends the client's token (if any), a string sends that,
+        None sends no Authorization header."""
+        data = self.encode_body(body)
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: localhost",
+                 "Connection: close", "User-Agent: spacegate-integration-test"]
+        bearer = self.token if token is True else token
+        if bearer:
+            lines.append("Authorization: Bearer %s" % bearer)
+        names = {k.lower() for k, _ in headers}
+        for k, v in headers:
+            lines.append("%s: %s" % (k, v))
+        if data is not None:
+            if "content-type" not in names:
+                lines.append("Content-Type: application/json")
+            if "content-length" not in names and \
+                    "transfer-encoding" not in names:
+                lines.append("Content-Length: %d" % len(data))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return self.send_raw(head + (data or b""), method, timeout)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def put(self, path, body, **kw):
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path, body, **kw):
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    # -- conveniences that expect success --------------------------------
+
+    def _ok_json(self, resp, what, status=200):
+        if resp.status != status:
+            raise AssertionError("%s on %s: expected %d, got %d: %r"
+                                 % (what, self.where(), status, resp.status,
+                                    resp.body[:500]))
+        return resp.json()
+
+    def routes(self):
+        """GET /routes as JSON: {"version": N, "routes": [...]}."""
+        return self._ok_json(self.get("/routes"), "GET /routes")
+
+    def version(self):
+        return self.routes()["version"]
+
+    def stats(self):
+        return self._ok_json(self.get("/stats"), "GET /stats")
+
+    def metrics_text(self):
+        resp = self.get("/metrics")
+        if resp.status != 200:
+            raise AssertionError("GET /metrics: %d %r" % (resp.status, resp.body[:300]))
+        return resp.body.decode("utf-8")
+
+    def metrics(self):
+        return parse_metrics(self.metrics_text())
+
+    def put_routes(self, routes, version=None):
+        """PUT /routes (version: current + 1 unless given). Returns Response."""
+        if version is None:
+            version = self.version() + 1
+        return self.put("/routes", {"version": version, "routes": list(routes)})
+
+    def patch_routes(self, upsert=None, delete=None, version=None):
+        if version is None:
+            version = self.version() + 1
+        body = {"version": version}
+        if upsert is not None:
+            body["upsert"] = list(upsert)
+        if delete is not None:
+            body["delete"] = list(delete)
+        return self.patch("/routes", body)
+
+    def must(self, resp, what="control write"):
+        """Assert a write was accepted (200); returns its JSON."""
+        return self._ok_json(resp, what)
+
+    def wait_snapshot(self, version=None, timeout=30.0):
+        """Wait until /stats route_table.snapshot_version reaches `version`
+        (default: the current table version). Returns True when it did."""
+        if version is None:
+            version = self.version()
+        return bool(wait_until(
+            lambda: self.stats()["route_table"]["snapshot_version"] >= version,
+            timeout, interval=0.05))
+
+
+def control_config(port, routes, socket_path=None, state_dir=None,
+                   control=None, **overrides):
+    """base_config plus the control section (socket and any other keys)
+    and, when given, state_dir."""
+    section = {}
+    if socket_path:
+        section["socket"] = socket_path
+    section.update(control or {})
+    if section:
+        overrides["control"] = section
+    if state_dir:
+        overrides["state_dir"] = state_dir
+    return base_config(port, routes, **overrides)
+
+
+def wait_for_socket(path, timeout=10.0):
+    return wait_until(lambda: os.path.exists(path), timeout)
+
+
+class ControlGatewayTestCase(GatewayTestCase):
+    """GatewayTestCase with the control API on a unix socket in the class's
+    temp dir, and (STATE_DIR = True) a state dir. The config has no routes
+    unless config_routes() returns some, so the table starts at version 0.
+    self.api is a ControlClient on the socket."""
+
+    STATE_DIR = False
+    CONTROL = {}   # more keys of the config's `control` section
+    WORKERS = 1
+
+    @classmethod
+    def config_routes(cls):
+        return []
+
+    @classmethod
+    def make_config(cls):
+        cls.control_socket = os.path.join(cls.tmpdir, "control.sock")
+        cls.state_dir = os.path.join(cls.tmpdir, "state") if cls.STATE_DIR else None
+        return control_config(cls.gateway_port, cls.config_routes(),
+                              socket_path=cls.control_socket,
+                              state_dir=cls.state_dir, control=dict(cls.CONTROL),
+                              workers=cls.WORKERS)
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.api = ControlClient(cls.control_socket)
+        if not wait_for_socket(cls.control_socket):
+            cls._teardown_resources()
+            raise GatewayError("control socket %s did not appear" % cls.control_socket)
+
+
+def run_ctl(args, socket_path=None, timeout=60):
+    """Run spacegatectl [--socket PATH] ARGS... to completion.
+    Returns CompletedProcess with text stdout/stderr."""
+    if not os.path.exists(CTL_BINARY):
+        raise unittest.SkipTest("spacegatectl binary not found: %s" % CTL_BINARY)
+    command = [CTL_BINARY]
+    if socket_path:
+        command += ["--socket", socket_path]
+    command += list(args)
+    return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def describe_run(proc):
+    return "command: %s\nexit code: %s\nstdout:\n%s\nstderr:\n%s" % (
+        " ".join(proc.args), proc.returncode, tail(proc.stdout, 3000),
+        tail(proc.stderr, 3000))
+
+
+class Metrics:
+    """Parsed Prometheus text: samples[(name, ((label, value), ...))] = float,
+    types[name] = "counter" | "gauge" | "histogram", problems = bad lines."""
+
+    def __init__(self):
+        self.samples = {}
+        self.order = []
+        self.types = {}
+        self.helps = {}
+        self.problems = []
+
+    def get(self, name, **labels):
+        return self.samples.get((name, tuple(sorted(labels.items()))))
+
+    def series(self, name):
+        """[(labels dict, value)] of every sample of `name`, in text order."""
+        return [(dict(key[1]), self.samples[key]) for key in self.order
+                if key[0] == name]
+
+
+_METRIC_LINE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$')
+_METRIC_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+
+def parse_metrics(text):
+    out = Metrics()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] == "TYPE":
+                out.types[parts[2]] = parts[3].strip() if len(parts) > 3 else ""
+            elif len(parts) >= 3 and parts[1] == "HELP":
+                out.helps[parts[2]] = parts[3] if len(parts) > 3 else ""
+            continue
+        m = _METRIC_LINE.match(line)
+        if not m:
+            out.problems.append("line %d: %r" % (number, line))
+            continue
+        name, label_text, value_text = m.group(1), m.group(2) or "", m.group(3)
+        labels = {}
+        rest = label_text
+        while rest:
+            lm = _METRIC_LABEL.match(rest)
+            if not lm:
+                out.problems.append("line %d: bad labels %r" % (number, label_text))
+                break
+            labels[lm.group(1)] = lm.group(2)
+            rest = rest[lm.end():]
+        try:
+            value = float(value_text)
+        except ValueError:
+            out.problems.append("line %d: bad value %r" % (number, line))
+            continue
+        key = (name, tuple(sorted(labels.items())))
+        if key in out.samples:
+            out.problems.append("line %d: duplicate sample %r" % (number, line))
+        out.samples[key] = value
+        out.order.append(key)
+    return out
+
+
+# --------------------------------------------------------------------------
+# A blocking WebSocket client (raw socket, RFC 6455 framing)
+# --------------------------------------------------------------------------
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WebSocketClosed(Exception):
+    pass
+
+
+class WebSocketClient:
+    """One WebSocket through the gateway, driven synchronously so a test can
+    interleave it with control API calls. echo() sends and waits for the
+    peer's echo; wait_closed() tells whether the connection ends."""
+
+    def __init__(self, port, host, path="/", timeout=15.0, headers=()):
+        import base64
+        self.host = host
+        self.path = path
+        self.sock = connect(port, timeout)
+        self.reader = _Reader(self.sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = build_request("GET", path, host, [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+            + list(headers))
+        try:
+            self.sock.sendall(request)
+            self.response = _read_response(self.reader)
+        except Exception:
+            self.sock.close()
+            raise
+        if self.response.status != 101:
+            self.sock.close()
+            raise AssertionError("WebSocket upgrade for %s%s answered %r"
+                                 % (host, path, self.response))
+        accept = base64.b64encode(hashlib.sha1(
+            (key + WEBSOCKET_GUID).encode()).digest()).decode()
+        if self.response.header("Sec-WebSocket-Accept") != accept:
+            self.sock.close()
+            raise AssertionError("bad Sec-WebSocket-Accept: %r" % self.response)
+        self.closed = False
+
+    def send(self, message, opcode=None):
+        payload = message.encode("utf-8") if isinstance(message, str) else message
+        if opcode is None:
+            opcode = 1 if isinstance(message, str) else 2
+        head = bytearray([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            head.append(0x80 | n)
+        elif n < 65536:
+            head.append(0x80 | 126)
+            head += n.to_bytes(2, "big")
+        else:
+            head.append(0x80 | 127)
+            head += n.to_bytes(8, "big")
+        mask = os.urandom(4)
+        head += mask
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes(head) + masked)
+
+    def _frame(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            b0, b1 = self.reader.read_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self.reader.read_exact(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self.reader.read_exact(8), "big")
+            mask = self.reader.read_exact(4) if b1 & 0x80 else None
+            payload = self.reader.read_exact(n)
+        except IncompleteResponse as e:
+            self.closed = True
+            raise WebSocketClosed("connection closed (%s)" % e)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            self.closed = True
+            raise WebSocketClosed("connection reset (%s)" % e)
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return b0 & 0x80, b0 & 0x0F, payload
+
+    def recv(self, timeout=15.0):
+        """The next message (str for text, bytes for binary). Raises
+        WebSocketClosed when the connection ends, socket.timeout if nothing
+        comes in time."""
+        parts = []
+        kind = None
+        while True:
+            fin, opcode, payload = self._frame(timeout)
+            if opcode == 8:
+                self.closed = True
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                raise WebSocketClosed("close frame, code %s" % code)
+            if opcode == 9:
+                try:
+                    self.send(payload, opcode=10)
+                except OSError:
+                    pass
+                continue
+            if opcode == 10:
+                continue
+            if opcode in (1, 2):
+                kind = opcode
+            parts.append(payload)
+            if fin:
+                data = b"".join(parts)
+                return data.decode("utf-8") if kind == 1 else data
+
+    def echo(self, message, timeout=15.0):
+        """Send, and return what comes back (the echo peer sends it back)."""
+        self.send(message)
+        return self.recv(timeout)
+
+    def wait_closed(self, timeout):
+        """True if the connection ends (EOF, reset or a close frame) within
+        `timeout` seconds; False if it is still open."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                self.recv(remaining)
+            except WebSocketClosed:
+                return True
+            except socket.timeout:
+                return False
+
+    def close(self):
+        if not self.closed:
+            try:
+                self.send(b"\x03\xe8", opcode=8)
+            except OSError:
+                pass
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def main():

@@ -39,5 +39,35 @@ TEST(YamlDocumentTest, LongNumericScalarDoesNotOverflowTheStack) {
   EXPECT_TRUE(document.root["workers"].is_number_float());
 }
 
+// An anchor used inside its own node made the conversion recurse until the
+// memory ran out (corpus: bad-alias-inside-its-anchor.yaml).
+TEST(YamlDocumentTest, AliasInsideItsOwnAnchorIsRefused) {
+  YamlDocument document;
+  std::string error;
+  EXPECT_FALSE(
+      loadYamlText("defaults: &d {upstream: 10.0.0.5:8089, again: *d}\n", document, error));
+  EXPECT_NE(error.find("1: "), std::string::npos) << error;
+}
+
+// Nine lines of anchors stand for 10^9 values ("billion laughs"; corpus:
+// bad-billion-laughs.yaml): refused instead of expanded.
+TEST(YamlDocumentTest, AliasesExpandingTooFarAreRefused) {
+  std::string text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (char level = 'b'; level <= 'i'; ++level) {
+    std::string previous(1, static_cast<char>(level - 1));
+    text += std::string(1, level) + ": &" + level + " [";
+    for (int i = 0; i < 10; ++i) text += (i ? ", *" : "*") + previous;
+    text += "]\n";
+  }
+  YamlDocument document;
+  std::string error;
+  EXPECT_FALSE(loadYamlText(text, document, error));
+  EXPECT_NE(error.find("too many values"), std::string::npos) << error;
+  // Aliases that expand modestly still work.
+  ASSERT_TRUE(loadYamlText("base: &b {upstream: 10.0.0.5:8089}\ncopy: *b\n", document, error))
+      << error;
+  EXPECT_EQ(document.root["copy"]["upstream"], "10.0.0.5:8089");
+}
+
 }  // namespace
 }  // namespace spacegate

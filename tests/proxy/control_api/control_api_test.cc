@@ -26,7 +26,9 @@ class ControlApiTest : public ::testing::Test {
   RouteTablePublisher publisher_;
   RouteStore store_{publisher_, 1000};
   FakeGateway gateway_;
-  ControlApi api_{store_, gateway_};
+  KeyRingPublisher key_publisher_;
+  KeyRingStore keys_{key_publisher_};
+  ControlApi api_{store_, keys_, gateway_};
 };
 
 TEST_F(ControlApiTest, RoutesRoundTrip) {

@@ -117,13 +117,15 @@ TEST_F(RouteStoreTest, RetiresDeletedAndMovedRoutesOnly) {
                             {"delete", {"c"}}},
                            error_));
   ASSERT_EQ(seen.size(), 1u);
-  std::vector<std::string> ids = seen[0].ids;
+  std::vector<std::string> ids;
+  for (const RoutePtr& retired : seen[0].routes) ids.push_back(retired->id);
   std::sort(ids.begin(), ids.end());
   EXPECT_EQ(ids, (std::vector<std::string>{"a", "c"}));
   // A whole-table PUT retires what it drops or moves.
   put(3, {route("a", "a.test", "127.0.0.1:9")});
   ASSERT_EQ(seen.size(), 2u);
-  EXPECT_EQ(seen[1].ids, (std::vector<std::string>{"b"}));
+  ASSERT_EQ(seen[1].routes.size(), 1u);
+  EXPECT_EQ(seen[1].routes[0]->id, "b");
 }
 
 TEST_F(RouteStoreTest, SingleRouteWrites) {

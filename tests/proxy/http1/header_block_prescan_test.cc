@@ -119,5 +119,25 @@ TEST(HeaderBlockPrescanTest, ChecksStatusLine) {
   EXPECT_EQ(bad.scan(garbage.data(), garbage.size()), Result::kMalformed);
 }
 
+Result scanResponse(const std::string& bytes) {
+  HeaderBlockPrescan prescan(HeaderBlockPrescan::Kind::kResponse, 65536, 100);
+  return prescan.scan(bytes.data(), bytes.size());
+}
+
+// Found by fuzz/http1_response_fuzzer (corpus: status-code-not-three-digits):
+// llhttp read "HTTP/1.1 2 0 OK" as status 2, which the gateway then framed
+// as a bodiless final response and passed on.
+TEST(HeaderBlockPrescanTest, StatusCodeIsThreeDigitsFrom100To599) {
+  for (const char* line :
+       {"HTTP/1.1 2 0 OK", "HTTP/1.1 20 OK", "HTTP/1.1 2000 OK", "HTTP/1.1 099 Low",
+        "HTTP/1.1 600 High", "HTTP/1.1 20x OK", "HTTP/1.1 200OK"}) {
+    EXPECT_EQ(scanResponse(std::string(line) + "\r\n\r\n"), Result::kMalformed) << line;
+  }
+  for (const char* line :
+       {"HTTP/1.1 100 Continue", "HTTP/1.1 599 X", "HTTP/1.1 200 ", "HTTP/1.1 204"}) {
+    EXPECT_EQ(scanResponse(std::string(line) + "\r\n\r\n"), Result::kComplete) << line;
+  }
+}
+
 }  // namespace
 }  // namespace spacegate

@@ -315,12 +315,14 @@ TEST(MessageParserTest, NoBodyStatusWithLengthFieldsReadsNoBody) {
   }
 }
 
-// Found by fuzz/http1_request_fuzzer (corpus: request-line-extra-spaces):
-// llhttp accepts "GET /x  HTTP/1.1", and the target the gateway routed on
-// and forwarded kept the extra space ("/x ").
-TEST(MessageParserTest, ExtraSpacesAroundTheTargetAreRejected) {
+// Found by fuzz/http1_request_fuzzer (corpus: request-line-extra-spaces,
+// request-target-form-feed): llhttp accepts "GET /x  HTTP/1.1" and, outside
+// strict mode, HTAB and FF inside the URL; the target the gateway routed on
+// and forwarded kept them ("/x ", "/i\fdex.html").
+TEST(MessageParserTest, WhitespaceInOrAroundTheTargetIsRejected) {
   for (const char* line : {"GET /x  HTTP/1.1", "GET  /x HTTP/1.1", "GET /x \tHTTP/1.1",
-                           "GET /gs/gs-x/ HTTP/1.1 HTTP/1.1"}) {
+                           "GET /gs/gs-x/ HTTP/1.1 HTTP/1.1", "GET /i\fdex.html HTTP/1.1",
+                           "GET /a\tb HTTP/1.1", "GET /a\x7f HTTP/1.1", "GET /a\x01 HTTP/1.1"}) {
     SCOPED_TRACE(line);
     auto parsed = parseRequest(std::string(line) + "\r\nHost: a\r\n\r\n");
     EXPECT_EQ(parsed.status, HeadStatus::kError);

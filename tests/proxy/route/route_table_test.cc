@@ -173,3 +173,24 @@ TEST(RouteTableTest, LongHostIsNoMatchNotACrash) {
 
 }  // namespace
 }  // namespace spacegate
+
+namespace spacegate {
+namespace {
+
+TEST(RouteTableTest, RouteTakingAPlaceBeforeItsHolderLeavesIsKept) {
+  RouteTable base({makeRoute("holder", "a.test")}, 1);
+  // The newcomer is listed before the holder moves away: the holder's
+  // removal must not take the newcomer's entry with it.
+  auto next = base.withChanges({makeRoute("newcomer", "a.test"), makeRoute("holder", "a2.test")},
+                               {}, 2);
+  EXPECT_STREQ(matchId(*next, "a.test", "/"), "newcomer");
+  EXPECT_STREQ(matchId(*next, "a2.test", "/"), "holder");
+  // Two routes swapping hosts.
+  RouteTable pair({makeRoute("x", "x.test"), makeRoute("y", "y.test")}, 1);
+  auto swapped = pair.withChanges({makeRoute("x", "y.test"), makeRoute("y", "x.test")}, {}, 2);
+  EXPECT_STREQ(matchId(*swapped, "x.test", "/"), "y");
+  EXPECT_STREQ(matchId(*swapped, "y.test", "/"), "x");
+}
+
+}  // namespace
+}  // namespace spacegate
