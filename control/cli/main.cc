@@ -3,6 +3,9 @@
 //   spacegatectl [--socket PATH | --url URL --token-file F] [--json] COMMAND
 //     routes list | routes get ID | routes apply -f FILE [--replace] | routes delete ID...
 //     stats | activity | drain
+//     keys list | keys apply -f FILE...      (access token public keys)
+//     token keygen --kid K --out PREFIX     (PREFIX.key mode 0600, PREFIX.pub)
+//     token sign --key F --sub U --gs G --ttl 8h [--scope S]... [--aud A]
 //
 // Exit codes: 0 done, 1 the gateway refused (the reason and field are
 // printed), 2 usage or a bad file, 3 the gateway could not be reached.
@@ -12,7 +15,17 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include "auth/access_token.h"
+#include "auth/base64url.h"
+#include "config/gateway_config.h"
 #include "control_client.h"
 #include "route/route_json.h"
 #include "route_file.h"
@@ -200,11 +213,85 @@ int main(int argc, char** argv) {
       app.add_subcommand("activity", "traffic per Gitspace (last byte, bytes, connections)");
   auto* drain = app.add_subcommand("drain", "close every connection after its current exchange");
 
+  auto* keys = app.add_subcommand("keys", "public keys that verify access tokens");
+  keys->require_subcommand(1);
+  auto* keys_list = keys->add_subcommand("list", "list the gateway's public keys");
+  std::vector<std::string> key_files;
+  auto* keys_apply = keys->add_subcommand("apply", "replace the gateway's public keys");
+  keys_apply->add_option("-f,--file", key_files, ".pub files from `token keygen`")->required();
+
+  auto* token = app.add_subcommand("token", "make keys and sign access tokens");
+  token->require_subcommand(1);
+  std::string keygen_kid;
+  std::string keygen_out;
+  auto* keygen = token->add_subcommand("keygen", "write a new Ed25519 key pair");
+  keygen->add_option("--kid", keygen_kid, "key id")->required();
+  keygen->add_option("--out", keygen_out, "file prefix: writes PREFIX.key (0600) and PREFIX.pub")
+      ->required();
+  std::string sign_key, sign_sub, sign_gs, sign_ttl = "8h", sign_aud;
+  std::vector<std::string> sign_scopes;
+  int64_t sign_iat = 0;
+  int64_t sign_exp = 0;
+  auto* sign = token->add_subcommand("sign", "sign an access token");
+  sign->add_option("--key", sign_key, "private key file (PREFIX.key)")->required();
+  sign->add_option("--sub", sign_sub, "user")->required();
+  sign->add_option("--gs", sign_gs, "Gitspace id, or * for the deployment-wide kind")->required();
+  sign->add_option("--ttl", sign_ttl, "lifetime, e.g. 30m, 8h")->capture_default_str();
+  sign->add_option("--scope", sign_scopes, "ide (default), port:N, ssh, agent; repeatable");
+  sign->add_option("--aud", sign_aud, "host or route id the token is for");
+  sign->add_option("--iat", sign_iat, "issued-at, Unix seconds (tests)");
+  sign->add_option("--exp", sign_exp, "expiry, Unix seconds (overrides --ttl; tests)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     int code = app.exit(error);
     return code == 0 ? 0 : kExitUsage;
+  }
+  if (*keygen) {
+    SigningKey key = generateSigningKey(keygen_kid);
+    nlohmann::json public_json = {{"kid", key.kid},
+                                  {"public_key", base64UrlEncode(key.public_key)}};
+    nlohmann::json private_json = public_json;
+    private_json["private_key"] = base64UrlEncode(key.private_key);
+    auto write_file = [](const std::string& path, const std::string& text, mode_t mode) {
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+      if (fd < 0) return false;
+      ::fchmod(fd, mode);
+      bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      return ::close(fd) == 0 && ok;
+    };
+    if (!write_file(keygen_out + ".key", private_json.dump(1) + "\n", 0600) ||
+        !write_file(keygen_out + ".pub", public_json.dump(1) + "\n", 0644)) {
+      std::fprintf(stderr, "spacegatectl: cannot write %s.key / %s.pub\n", keygen_out.c_str(),
+                   keygen_out.c_str());
+      return kExitUsage;
+    }
+    std::printf("wrote %s.key (private, mode 0600) and %s.pub (public)\n", keygen_out.c_str(),
+                keygen_out.c_str());
+    return 0;
+  }
+  if (*sign) {
+    SigningKey key;
+    std::string error;
+    if (!loadSigningKeyFile(sign_key, key, error)) {
+      std::fprintf(stderr, "spacegatectl: %s\n", error.c_str());
+      return kExitUsage;
+    }
+    uint64_t ttl_ms = 0;
+    if (!parseDuration(sign_ttl, ttl_ms) || ttl_ms < 1000) {
+      std::fprintf(stderr, "spacegatectl: --ttl: a duration such as 30m or 8h\n");
+      return kExitUsage;
+    }
+    AccessToken access;
+    access.sub = sign_sub;
+    access.gs = sign_gs;
+    access.aud = sign_aud;
+    access.iat = sign_iat ? sign_iat : static_cast<int64_t>(::time(nullptr));
+    access.exp = sign_exp ? sign_exp : access.iat + static_cast<int64_t>(ttl_ms / 1000);
+    access.scopes = sign_scopes.empty() ? std::vector<std::string>{"ide"} : sign_scopes;
+    std::printf("%s\n", signAccessToken(access, key).c_str());
+    return 0;
   }
   if (!options.url.empty() && options.token_file.empty()) {
     std::fprintf(stderr, "spacegatectl: --url needs --token-file\n");
@@ -322,6 +409,40 @@ int main(int argc, char** argv) {
                       text(entry["open_connections"]), text(entry["open_tunnels"])});
     }
     printTable(rows);
+    return 0;
+  }
+  if (*keys_list) {
+    if (!command.fetch("/auth/keys", reply, exit_code)) return exit_code;
+    if (options.json) {
+      std::printf("%s\n", reply.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {{"KID", "PUBLIC_KEY"}};
+    for (const auto& key : reply["keys"])
+      rows.push_back({text(key["kid"]), text(key["public_key"])});
+    printTable(rows);
+    return 0;
+  }
+  if (*keys_apply) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const std::string& file : key_files) {
+      std::ifstream stream(file);
+      std::stringstream contents;
+      contents << stream.rdbuf();
+      std::string kid, public_key;
+      if (!stream || !parsePublicKeyJson(contents.str(), kid, public_key, error)) {
+        std::fprintf(stderr, "spacegatectl: %s:1: %s\n", file.c_str(),
+                     stream ? error.c_str() : "cannot read the file");
+        return kExitUsage;
+      }
+      list.push_back({{"kid", kid}, {"public_key", base64UrlEncode(public_key)}});
+    }
+    if (!command.call("PUT", "/auth/keys", nlohmann::json{{"keys", list}}.dump(), reply,
+                      exit_code)) {
+      if (exit_code == kExitRefused) printRefusal(reply, command.lastStatus());
+      return exit_code;
+    }
+    std::printf("applied: %zu keys\n", reply["keys"].size());
     return 0;
   }
   if (*drain) {

@@ -169,7 +169,8 @@ bool extractQueryParameter(std::string_view path, std::string_view name, std::st
     std::string_view pair_name = pair.substr(0, equals);
     if (pair_name == name && !found) {
       found = true;
-      value = std::string(equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1));
+      value = std::string(equals == std::string_view::npos ? std::string_view()
+                                                           : pair.substr(equals + 1));
     } else if (!pair.empty()) {
       if (!kept.empty()) kept.push_back('&');
       kept.append(pair);
@@ -203,7 +204,8 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
 
   std::string_view bearer;
   if (const HeaderField* authorization = findHeader(request.headers, "authorization")) {
-    if (authorization->value.size() > 7 && equalsIgnoringCase(authorization->value.substr(0, 7), "bearer ")) {
+    if (authorization->value.size() > 7 &&
+        equalsIgnoringCase(authorization->value.substr(0, 7), "bearer ")) {
       bearer = trim(authorization->value.substr(7));
     }
   }
@@ -211,9 +213,9 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
     decision.reason = reason;
     if (!config.login_url.empty() && isBrowserNavigation(request) && bearer.empty()) {
       decision.outcome = AccessDecision::Outcome::kLoginRedirect;
-      std::string return_to = (context.tls ? "https://" : "http://") + lowerCase(request.host) +
-                              std::string(decision.rewritten_path.empty() ? request.path
-                                                                          : decision.rewritten_path);
+      std::string return_to =
+          (context.tls ? "https://" : "http://") + lowerCase(request.host) +
+          std::string(decision.rewritten_path.empty() ? request.path : decision.rewritten_path);
       decision.location = config.login_url +
                           (config.login_url.find('?') == std::string::npos ? "?" : "&") +
                           "return_to=" + percentEncode(return_to);
@@ -226,18 +228,20 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
   // The browser's first visit: a token in the query becomes a cookie.
   if (has_query_token) {
     const AccessToken* token = nullptr;
-    if (query_token.empty() || query_token.size() > kMaxTokenLength) return refuse("malformed token");
+    if (query_token.empty() || query_token.size() > kMaxTokenLength)
+      return refuse("malformed token");
     TokenCheck check = context.cache.check(query_token, context.keys, context.now_unix, token);
     if (check != TokenCheck::kValid) return refuse(tokenCheckName(check));
     const char* reason = "";
-    if (!tokenAdmits(*token, route, request, /*from_bearer_header=*/false, reason)) return refuse(reason);
+    if (!tokenAdmits(*token, route, request, /*from_bearer_header=*/false, reason))
+      return refuse(reason);
     decision.subject = token->sub;
     decision.outcome = AccessDecision::Outcome::kRedirectWithCookie;
     decision.location = path_without_token;
     int64_t max_age = std::max<int64_t>(0, token->exp - context.now_unix);
-    decision.set_cookie = config.cookie_name + "=" + query_token + "; Path=/; Max-Age=" +
-                          std::to_string(max_age) + "; HttpOnly; SameSite=Lax" +
-                          (context.tls ? "; Secure" : "");
+    decision.set_cookie = config.cookie_name + "=" + query_token +
+                          "; Path=/; Max-Age=" + std::to_string(max_age) +
+                          "; HttpOnly; SameSite=Lax" + (context.tls ? "; Secure" : "");
     return decision;
   }
 

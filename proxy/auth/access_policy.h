@@ -38,8 +38,8 @@ struct AccessDecision {
   std::string rewritten_path;        // the path without the token parameter ("" = unchanged)
   std::string location;
   std::string set_cookie;
-  const char* reason = "";           // for the log only, never for the client
-  std::string subject;               // the token's sub, for the log
+  const char* reason = "";  // for the log only, never for the client
+  std::string subject;      // the token's sub, for the log
 };
 
 struct AccessContext {

@@ -65,7 +65,8 @@ bool parseAccessToken(std::string_view text, AccessToken& token, std::string& si
                       std::string& signature) {
   if (text.size() > kMaxTokenLength || !text.starts_with("v1.")) return false;
   size_t second_dot = text.find('.', 3);
-  if (second_dot == std::string_view::npos || text.find('.', second_dot + 1) != std::string_view::npos) {
+  if (second_dot == std::string_view::npos ||
+      text.find('.', second_dot + 1) != std::string_view::npos) {
     return false;
   }
   std::string_view payload_text = text.substr(3, second_dot - 3);
@@ -75,12 +76,14 @@ bool parseAccessToken(std::string_view text, AccessToken& token, std::string& si
   if (!base64UrlDecode(signature_text, signature) || signature.size() != ED25519_SIGNATURE_LEN) {
     return false;
   }
-  nlohmann::json payload = nlohmann::json::parse(payload_bytes, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json payload =
+      nlohmann::json::parse(payload_bytes, nullptr, /*allow_exceptions=*/false);
   if (!payload.is_object()) return false;
   token = AccessToken{};
-  if (!readString(payload, "kid", token.kid, true) || !readString(payload, "sub", token.sub, true) ||
-      !readString(payload, "gs", token.gs, true) || !readString(payload, "aud", token.aud, false) ||
-      !readTime(payload, "exp", token.exp) || !readTime(payload, "iat", token.iat)) {
+  if (!readString(payload, "kid", token.kid, true) ||
+      !readString(payload, "sub", token.sub, true) || !readString(payload, "gs", token.gs, true) ||
+      !readString(payload, "aud", token.aud, false) || !readTime(payload, "exp", token.exp) ||
+      !readTime(payload, "iat", token.iat)) {
     return false;
   }
   std::string scope;
@@ -131,7 +134,7 @@ std::string signAccessToken(const AccessToken& token, const SigningKey& key) {
     if (!scope.empty()) scope.push_back(' ');
     scope += entry;
   }
-  nlohmann::json payload = {{"kid", key.kid}, {"sub", token.sub},   {"gs", token.gs},
+  nlohmann::json payload = {{"kid", key.kid},   {"sub", token.sub}, {"gs", token.gs},
                             {"exp", token.exp}, {"iat", token.iat}, {"scope", scope}};
   if (!token.aud.empty()) payload["aud"] = token.aud;
   std::string signed_part = "v1." + base64UrlEncode(payload.dump());

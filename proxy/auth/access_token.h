@@ -42,11 +42,11 @@ constexpr int64_t kClockSkewSeconds = 60;
 
 enum class TokenCheck {
   kValid,
-  kMalformed,     // not the token format, bad base64url, bad JSON or field types
-  kUnknownKey,    // no public key with this kid
+  kMalformed,   // not the token format, bad base64url, bad JSON or field types
+  kUnknownKey,  // no public key with this kid
   kBadSignature,
   kExpired,
-  kNotYetValid,   // iat more than the allowed skew in the future
+  kNotYetValid,  // iat more than the allowed skew in the future
 };
 
 const char* tokenCheckName(TokenCheck check);
@@ -55,7 +55,9 @@ const char* tokenCheckName(TokenCheck check);
 class KeyRing {
  public:
   // `public_key` is the 32-byte Ed25519 public key.
-  void add(std::string kid, std::string public_key) { keys_[std::move(kid)] = std::move(public_key); }
+  void add(std::string kid, std::string public_key) {
+    keys_[std::move(kid)] = std::move(public_key);
+  }
   const std::string* find(std::string_view kid) const;
   const std::map<std::string, std::string, std::less<>>& keys() const { return keys_; }
   size_t size() const { return keys_.size(); }

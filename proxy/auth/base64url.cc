@@ -11,7 +11,8 @@ constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 constexpr std::array<int8_t, 256> makeDecodeTable() {
   std::array<int8_t, 256> table{};
   for (auto& entry : table) entry = -1;
-  for (int i = 0; i < 64; ++i) table[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
+  for (int i = 0; i < 64; ++i)
+    table[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
   return table;
 }
 constexpr std::array<int8_t, 256> kDecode = makeDecodeTable();
@@ -36,7 +37,8 @@ std::string base64UrlEncode(std::string_view bytes) {
     text.push_back(kAlphabet[(group >> 18) & 63]);
     text.push_back(kAlphabet[(group >> 12) & 63]);
   } else if (rest == 2) {
-    uint32_t group = (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8);
+    uint32_t group =
+        (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8);
     text.push_back(kAlphabet[(group >> 18) & 63]);
     text.push_back(kAlphabet[(group >> 12) & 63]);
     text.push_back(kAlphabet[(group >> 6) & 63]);

@@ -11,21 +11,11 @@ void JsonWriter::appendString(std::string& out, std::string_view value) {
   out.push_back('"');
   for (unsigned char c : value) {
     switch (c) {
-      case '"':
-        out.append("\\\"");
-        break;
-      case '\\':
-        out.append("\\\\");
-        break;
-      case '\n':
-        out.append("\\n");
-        break;
-      case '\r':
-        out.append("\\r");
-        break;
-      case '\t':
-        out.append("\\t");
-        break;
+      case '"': out.append("\\\""); break;
+      case '\\': out.append("\\\\"); break;
+      case '\n': out.append("\\n"); break;
+      case '\r': out.append("\\r"); break;
+      case '\t': out.append("\\t"); break;
       default:
         if (c < 0x20 || c >= 0x7f) {
           // Non-ASCII bytes are escaped one by one: log lines stay valid JSON

@@ -2,8 +2,8 @@
 
 #include <charconv>
 #include <fstream>
-#include <sstream>
 #include <set>
+#include <sstream>
 
 #include "auth/base64url.h"
 #include "config/yaml_document.h"

@@ -39,7 +39,7 @@ struct GatewayConfig {
   bool routes_given = false;  // the file has a routes: key
   ControlConfig control;
   AuthConfig auth;
-  KeyRing public_keys;        // auth.public_keys
+  KeyRing public_keys;    // auth.public_keys
   std::string state_dir;  // where routes.json (the applied table) is kept; empty: nowhere
 };
 

@@ -89,12 +89,8 @@ void convert(const YAML::Node& node, const std::string& path, nlohmann::json& ou
   lines[path] = node.Mark().line + 1;
   switch (node.Type()) {
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      out = nullptr;
-      break;
-    case YAML::NodeType::Scalar:
-      out = scalarToJson(node);
-      break;
+    case YAML::NodeType::Undefined: out = nullptr; break;
+    case YAML::NodeType::Scalar: out = scalarToJson(node); break;
     case YAML::NodeType::Sequence: {
       out = nlohmann::json::array();
       size_t index = 0;

@@ -18,7 +18,8 @@ bool KeyRingStore::parseKeyList(const nlohmann::json& list, const std::string& p
     const nlohmann::json& key = list[i];
     if (!key.is_object()) return rejectField(error, item, "must be {\"kid\", \"public_key\"}");
     for (const auto& [name, value] : key.items()) {
-      if (name != "kid" && name != "public_key") return rejectField(error, item + "." + name, "unknown field");
+      if (name != "kid" && name != "public_key")
+        return rejectField(error, item + "." + name, "unknown field");
     }
     if (!key.contains("kid") || !key["kid"].is_string() || key["kid"].get<std::string>().empty() ||
         key["kid"].get<std::string>().size() > 64) {
@@ -27,7 +28,8 @@ bool KeyRingStore::parseKeyList(const nlohmann::json& list, const std::string& p
     std::string kid = key["kid"].get<std::string>();
     std::string public_key;
     if (!key.contains("public_key") || !key["public_key"].is_string() ||
-        !base64UrlDecode(key["public_key"].get<std::string>(), public_key) || public_key.size() != 32) {
+        !base64UrlDecode(key["public_key"].get<std::string>(), public_key) ||
+        public_key.size() != 32) {
       return rejectField(error, item + ".public_key", "must be a 32-byte Ed25519 key in base64url");
     }
     if (ring.find(kid)) return rejectField(error, item + ".kid", "duplicate key id");

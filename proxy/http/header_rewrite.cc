@@ -160,9 +160,7 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
         }
         out.appendView(field.raw_line);
         break;
-      case FieldRole::kFraming:
-        out.appendView(field.raw_line);
-        break;
+      case FieldRole::kFraming: out.appendView(field.raw_line); break;
       case FieldRole::kUpgrade:
         if (request.upgrade) out.appendView(field.raw_line);
         break;
@@ -176,8 +174,7 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
         forwarded_for.append(field.value);
         break;
       case FieldRole::kHopByHop:
-      case FieldRole::kReplacedByGateway:
-        break;
+      case FieldRole::kReplacedByGateway: break;
     }
   }
   if (absolute_form) {
@@ -229,9 +226,7 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
       role = FieldRole::kHopByHop;
     }
     switch (role) {
-      case FieldRole::kForward:
-        out.appendView(field.raw_line);
-        break;
+      case FieldRole::kForward: out.appendView(field.raw_line); break;
       case FieldRole::kFraming:
         // Content-Length stays unless the gateway re-frames the body.
         if (!context.chunked_body) out.appendView(field.raw_line);
@@ -239,8 +234,7 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
       case FieldRole::kUpgrade:
         if (response.upgrade) out.appendView(field.raw_line);
         break;
-      default:
-        break;
+      default: break;
     }
   }
   if (context.chunked_body) out.appendGenerated("Transfer-Encoding: chunked\r\n");
@@ -256,52 +250,37 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
 
 std::string_view statusReason(int status) {
   switch (status) {
-    case 100:
-      return "Continue";
-    case 101:
-      return "Switching Protocols";
-    case 200:
-      return "OK";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 411:
-      return "Length Required";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 417:
-      return "Expectation Failed";
-    case 426:
-      return "Upgrade Required";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 401: return "Unauthorized";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
   }
   return "";
 }

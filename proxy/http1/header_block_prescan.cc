@@ -33,8 +33,7 @@ constexpr bool isTokenByte(unsigned char c) {
     case '_':
     case '`':
     case '|':
-    case '~':
-      return true;
+    case '~': return true;
   }
   return false;
 }

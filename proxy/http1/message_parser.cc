@@ -176,15 +176,13 @@ Http1MessageParser::HeadStatus Http1MessageParser::fail(int status, const char* 
 Http1MessageParser::HeadStatus Http1MessageParser::parseHeadCommon(const char* data, size_t size,
                                                                    MessageHead& head) {
   switch (prescan_.scan(data, size)) {
-    case HeaderBlockPrescan::Result::kIncomplete:
-      return HeadStatus::kIncomplete;
+    case HeaderBlockPrescan::Result::kIncomplete: return HeadStatus::kIncomplete;
     case HeaderBlockPrescan::Result::kMalformed:
       return fail(type_ == Type::kRequest ? 400 : 502, prescan_.reason());
     case HeaderBlockPrescan::Result::kTooLarge:
     case HeaderBlockPrescan::Result::kTooManyFields:
       return fail(type_ == Type::kRequest ? 431 : 502, prescan_.reason());
-    case HeaderBlockPrescan::Result::kComplete:
-      break;
+    case HeaderBlockPrescan::Result::kComplete: break;
   }
   head.headers.clear();
   head.headers.reserve(prescan_.fieldCount());

@@ -16,15 +16,11 @@ constexpr uint64_t kFailureTtlMs = 1'000;
 int aresStatusToUv(int status) {
   switch (status) {
     case ARES_ENOTFOUND:
-    case ARES_ENODATA:
-      return UV_EAI_NONAME;
-    case ARES_ETIMEOUT:
-      return UV_EAI_AGAIN;
+    case ARES_ENODATA: return UV_EAI_NONAME;
+    case ARES_ETIMEOUT: return UV_EAI_AGAIN;
     case ARES_ECANCELLED:
-    case ARES_EDESTRUCTION:
-      return UV_ECANCELED;
-    default:
-      return UV_EAI_FAIL;
+    case ARES_EDESTRUCTION: return UV_ECANCELED;
+    default: return UV_EAI_FAIL;
   }
 }
 }  // namespace

@@ -10,13 +10,11 @@ namespace spacegate {
 
 std::string SocketAddress::text() const {
   switch (kind) {
-    case Kind::kUnix:
-      return "unix:" + path;
+    case Kind::kUnix: return "unix:" + path;
     case Kind::kIp:
       if (ip.ss_family == AF_INET6) return "[" + host + "]:" + std::to_string(port);
       return host + ":" + std::to_string(port);
-    case Kind::kHostname:
-      return host + ":" + std::to_string(port);
+    case Kind::kHostname: return host + ":" + std::to_string(port);
   }
   return {};
 }

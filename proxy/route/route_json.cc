@@ -185,10 +185,12 @@ bool parseRouteList(const nlohmann::json& array, const std::string& path,
 
 bool checkRouteServable(const Route& route, const std::string& path, ValidationError& error) {
   if (route.protocol == UpstreamProtocol::kH2c) {
-    return rejectField(error, path + ".protocol", "h2c upstreams are not supported by this gateway yet");
+    return rejectField(error, path + ".protocol",
+                       "h2c upstreams are not supported by this gateway yet");
   }
   if (route.upstream_tls) {
-    return rejectField(error, path + ".upstream_tls", "upstream TLS is not supported by this gateway yet");
+    return rejectField(error, path + ".upstream_tls",
+                       "upstream TLS is not supported by this gateway yet");
   }
   return true;
 }

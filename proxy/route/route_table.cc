@@ -13,14 +13,10 @@ const char* upstreamProtocolName(UpstreamProtocol protocol) {
 
 const char* routeAccessName(RouteAccess access) {
   switch (access) {
-    case RouteAccess::kOwner:
-      return "owner";
-    case RouteAccess::kAuthenticated:
-      return "authenticated";
-    case RouteAccess::kPublic:
-      return "public";
-    case RouteAccess::kAgent:
-      return "agent";
+    case RouteAccess::kOwner: return "owner";
+    case RouteAccess::kAuthenticated: return "authenticated";
+    case RouteAccess::kPublic: return "public";
+    case RouteAccess::kAgent: return "agent";
   }
   return "owner";
 }

@@ -2,8 +2,8 @@
 
 #include <cstring>
 
-#include "common/log.h"
 #include "auth/access_policy.h"
+#include "common/log.h"
 #include "http/header_rewrite.h"
 #include "net/socket_address.h"
 #include "server/worker.h"
@@ -24,10 +24,8 @@ bool isIdempotent(uint8_t method) {
     case HTTP_OPTIONS:
     case HTTP_TRACE:
     case HTTP_PUT:
-    case HTTP_DELETE:
-      return true;
-    default:
-      return false;
+    case HTTP_DELETE: return true;
+    default: return false;
   }
 }
 
@@ -98,12 +96,8 @@ void ClientConnection::setReading(bool reading) {
 void ClientConnection::updateReading() {
   switch (state_) {
     case State::kReadingHead:
-    case State::kLingering:
-      setReading(true);
-      break;
-    case State::kConnecting:
-      setReading(false);
-      break;
+    case State::kLingering: setReading(true); break;
+    case State::kConnecting: setReading(false); break;
     case State::kForwarding:
       setReading(!request_complete_ && !request_body_error_ && upstream_ &&
                  upstream_->queuedBytes() < limits_.write_high_water);
@@ -111,8 +105,7 @@ void ClientConnection::updateReading() {
     case State::kTunnel:
       setReading(!client_eof_ && upstream_ && upstream_->queuedBytes() < limits_.write_high_water);
       break;
-    case State::kClosed:
-      break;
+    case State::kClosed: break;
   }
 }
 
@@ -286,8 +279,8 @@ void ClientConnection::beginExchange() {
   route_->stats->open_connections.fetch_add(1, std::memory_order_relaxed);
   route_open_counted_ = true;
   touchRoute();
-  std::string_view path = decision.rewritten_path.empty() ? request_.path
-                                                          : std::string_view(decision.rewritten_path);
+  std::string_view path =
+      decision.rewritten_path.empty() ? request_.path : std::string_view(decision.rewritten_path);
   if (route_->strip_prefix) {
     rewritten_path_ = RouteTable::stripPrefix(route_->path_prefix, path);
   } else if (!decision.rewritten_path.empty()) {
@@ -782,13 +775,10 @@ void ClientConnection::onWorkerShutdown() {
       }
       break;
     case State::kConnecting:
-    case State::kForwarding:
-      close_after_response_ = true;
-      break;
+    case State::kForwarding: close_after_response_ = true; break;
     case State::kTunnel:  // left open until the grace period ends
     case State::kLingering:
-    case State::kClosed:
-      break;
+    case State::kClosed: break;
   }
 }
 
@@ -827,12 +817,9 @@ void ClientConnection::onTimer(uv_timer_t* timer) {
       self->close();
       return;
     }
-    case State::kLingering:
-      self->close();
-      return;
+    case State::kLingering: self->close(); return;
     case State::kConnecting:
-    case State::kClosed:
-      return;
+    case State::kClosed: return;
   }
 }
 

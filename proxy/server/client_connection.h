@@ -146,7 +146,7 @@ class ClientConnection : private WriteQueue::Listener,
   uint64_t request_body_bytes_ = 0;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
-  uint64_t bytes_in_counted_ = 0;   // already added to the counters (tunnels count as they go)
+  uint64_t bytes_in_counted_ = 0;  // already added to the counters (tunnels count as they go)
   uint64_t bytes_out_counted_ = 0;
   uint64_t exchange_start_ns_ = 0;
   uint64_t upstream_start_ns_ = 0;

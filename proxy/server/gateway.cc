@@ -87,7 +87,8 @@ bool Gateway::prepareRoutes(std::string& error) {
   }
   key_store_ = std::make_unique<KeyRingStore>(keys_);
   key_store_->replaceWith(config_.public_keys);
-  if (!config_.state_dir.empty() && key_store_->loadAndPersistTo(config_.state_dir + "/keys.json")) {
+  if (!config_.state_dir.empty() &&
+      key_store_->loadAndPersistTo(config_.state_dir + "/keys.json")) {
     logEvent(LogLevel::kInfo, "access token keys restored from the state folder")
         .with("keys", static_cast<uint64_t>(keys_.current()->size()))
         .emit();

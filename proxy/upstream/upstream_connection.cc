@@ -9,16 +9,11 @@ namespace spacegate {
 
 const char* upstreamErrorName(UpstreamError error) {
   switch (error) {
-    case UpstreamError::kConnectFailed:
-      return "connect_failed";
-    case UpstreamError::kConnectTimeout:
-      return "connect_timeout";
-    case UpstreamError::kResponseTimeout:
-      return "response_timeout";
-    case UpstreamError::kClosedEarly:
-      return "closed_early";
-    case UpstreamError::kInvalidResponse:
-      return "invalid_response";
+    case UpstreamError::kConnectFailed: return "connect_failed";
+    case UpstreamError::kConnectTimeout: return "connect_timeout";
+    case UpstreamError::kResponseTimeout: return "response_timeout";
+    case UpstreamError::kClosedEarly: return "closed_early";
+    case UpstreamError::kInvalidResponse: return "invalid_response";
   }
   return "error";
 }
@@ -42,9 +37,7 @@ void UpstreamConnection::armTimer(uint64_t milliseconds) {
 void UpstreamConnection::start(const SocketAddress& address) {
   armTimer(limits_.upstream_connect_timeout_ms);
   switch (address.kind) {
-    case SocketAddress::Kind::kIp:
-      connectTo(address.ip, address.port);
-      return;
+    case SocketAddress::Kind::kIp: connectTo(address.ip, address.port); return;
     case SocketAddress::Kind::kUnix: {
       state_ = State::kConnecting;
       uv_pipe_init(pool_.loop(), &socket_.pipe, 0);
@@ -357,19 +350,14 @@ void UpstreamConnection::onTimer(uv_timer_t* timer) {
   auto* self = static_cast<UpstreamConnection*>(timer->data);
   switch (self->state_) {
     case State::kResolving:
-    case State::kConnecting:
-      self->fail(UpstreamError::kConnectTimeout);
-      break;
+    case State::kConnecting: self->fail(UpstreamError::kConnectTimeout); break;
     case State::kIdle:
       self->pool_.forgetIdle(self);
       self->close();
       break;
-    case State::kActive:
-      self->fail(UpstreamError::kResponseTimeout);
-      break;
+    case State::kActive: self->fail(UpstreamError::kResponseTimeout); break;
     case State::kTunnel:
-    case State::kClosed:
-      break;
+    case State::kClosed: break;
   }
 }
 

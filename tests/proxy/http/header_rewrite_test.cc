@@ -120,6 +120,21 @@ TEST_F(HeaderRewriteTest, UpgradeKeepsUpgradeField) {
   EXPECT_NE(head.find("Connection: upgrade\r\n"), std::string::npos);
 }
 
+TEST_F(HeaderRewriteTest, ConsumedCredentialsNeverGoUpstream) {
+  UpstreamRequestContext context;
+  context.drop_authorization = true;
+  context.remove_cookie = "sg_token";
+  std::string head = upstreamHead(
+      "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer v1.x.y\r\nCookie: a=1; sg_token=v1.x.y;  "
+      "b=2\r\n"
+      "Cookie: sg_token=v1.x.y\r\nCookie: c=3\r\n\r\n",
+      context);
+  EXPECT_EQ(head.find("v1.x.y"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Authorization"), std::string::npos) << head;
+  EXPECT_NE(head.find("Cookie: a=1; b=2\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("Cookie: c=3\r\n"), std::string::npos) << head;
+}
+
 TEST_F(HeaderRewriteTest, ResponseHeadReframed) {
   ClientResponseContext context;
   context.chunked_body = true;

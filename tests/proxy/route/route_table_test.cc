@@ -181,8 +181,8 @@ TEST(RouteTableTest, RouteTakingAPlaceBeforeItsHolderLeavesIsKept) {
   RouteTable base({makeRoute("holder", "a.test")}, 1);
   // The newcomer is listed before the holder moves away: the holder's
   // removal must not take the newcomer's entry with it.
-  auto next = base.withChanges({makeRoute("newcomer", "a.test"), makeRoute("holder", "a2.test")},
-                               {}, 2);
+  auto next =
+      base.withChanges({makeRoute("newcomer", "a.test"), makeRoute("holder", "a2.test")}, {}, 2);
   EXPECT_STREQ(matchId(*next, "a.test", "/"), "newcomer");
   EXPECT_STREQ(matchId(*next, "a2.test", "/"), "holder");
   // Two routes swapping hosts.
