@@ -82,25 +82,35 @@ FieldRole classifyResponseField(std::string_view name) {
   return FieldRole::kForward;
 }
 
-// True if `name` is listed in any Connection field (those fields are
-// hop-by-hop too, RFC 9110 section 7.6.1).
-bool listedInConnection(const HeaderList& headers, std::string_view name) {
-  bool listed = false;
-  for (const HeaderField& field : headers) {
-    if (!equalsIgnoringCase(field.name, "connection")) continue;
-    forEachListToken(field.value, [&](std::string_view token) {
-      if (equalsIgnoringCase(token, name)) listed = true;
-    });
+// The field names listed in Connection fields (hop-by-hop too, RFC 9110
+// section 7.6.1), gathered once per head.
+class ConnectionListedNames {
+ public:
+  explicit ConnectionListedNames(const HeaderList& headers) {
+    for (const HeaderField& field : headers) {
+      if (!equalsIgnoringCase(field.name, "connection")) continue;
+      forEachListToken(field.value, [&](std::string_view token) {
+        if (count_ < kMax)
+          names_[count_++] = token;
+        else
+          overflow_ = true;
+      });
+    }
   }
-  return listed;
-}
+  bool contains(std::string_view name) const {
+    for (size_t i = 0; i < count_; ++i) {
+      if (equalsIgnoringCase(names_[i], name)) return true;
+    }
+    return false;
+  }
+  bool empty() const { return count_ == 0; }
 
-bool hasConnectionField(const HeaderList& headers) {
-  for (const HeaderField& field : headers) {
-    if (equalsIgnoringCase(field.name, "connection")) return true;
-  }
-  return false;
-}
+ private:
+  static constexpr size_t kMax = 16;
+  std::string_view names_[kMax];
+  size_t count_ = 0;
+  bool overflow_ = false;  // more than kMax listed: only the first kMax are honoured
+};
 
 bool isRequestIdByte(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -131,15 +141,14 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
     out.appendGenerated(path_unchanged ? request.path : context.rewritten_path);
     out.appendGenerated(" HTTP/1.1\r\n");
   }
-  bool check_connection_list = hasConnectionField(request.headers);
+  ConnectionListedNames listed(request.headers);
   bool absolute_form = !origin_form && !request.is_connect && request.path != "*";
   std::string forwarded_for;
   bool keep_te_trailers = false;
   for (const HeaderField& field : request.headers) {
     FieldRole role = classifyRequestField(field.name);
-    if (role == FieldRole::kForward && check_connection_list &&
-        !equalsIgnoringCase(field.name, "host") &&
-        listedInConnection(request.headers, field.name)) {
+    if (role == FieldRole::kForward && !listed.empty() && !equalsIgnoringCase(field.name, "host") &&
+        listed.contains(field.name)) {
       role = FieldRole::kHopByHop;
     }
     switch (role) {
@@ -218,11 +227,10 @@ void writeClientResponseHead(const ResponseHead& response, const ClientResponseC
     out.appendGenerated(response.reason);
     out.appendGenerated("\r\n");
   }
-  bool check_connection_list = hasConnectionField(response.headers);
+  ConnectionListedNames listed(response.headers);
   for (const HeaderField& field : response.headers) {
     FieldRole role = classifyResponseField(field.name);
-    if (role == FieldRole::kForward && check_connection_list &&
-        listedInConnection(response.headers, field.name)) {
+    if (role == FieldRole::kForward && !listed.empty() && listed.contains(field.name)) {
       role = FieldRole::kHopByHop;
     }
     switch (role) {

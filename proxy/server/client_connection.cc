@@ -234,7 +234,11 @@ void ClientConnection::beginExchange() {
   routes_ = worker_.routes();
   route_ = routes_->match(request_.host, request_.path);
   std::string_view client_request_id = acceptableRequestId(request_);
-  request_id_ = client_request_id.empty() ? worker_.newRequestId() : std::string(client_request_id);
+  if (client_request_id.empty()) {
+    worker_.newRequestId(request_id_);
+  } else {
+    request_id_.assign(client_request_id);
+  }
   if (worker_.draining()) close_after_response_ = true;
   if (!request_.keep_alive) close_after_response_ = true;
   if (request_.is_connect) {
@@ -292,7 +296,7 @@ void ClientConnection::beginExchange() {
   state_ = State::kConnecting;
   updateReading();
   upstream_start_ns_ = uv_hrtime();
-  adoptConnecting(worker_.upstreams().acquire(route_->upstream, this));
+  adoptConnecting(worker_.upstreams().acquire(route_->upstream, route_->upstream_text, this));
 }
 
 // A connection still connecting is held in upstream_ too, so that closing
@@ -385,7 +389,8 @@ void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, Upstream
         !retried_ && isIdempotent(request_.method) && request_.framing == BodyFraming::kNone) {
       retried_ = true;
       state_ = State::kConnecting;
-      adoptConnecting(worker_.upstreams().acquire(route_->upstream, this, /*fresh=*/true));
+      adoptConnecting(worker_.upstreams().acquire(route_->upstream, route_->upstream_text, this,
+                                                  /*fresh=*/true));
       return;
     }
     error_ = upstreamErrorName(error);
@@ -638,7 +643,11 @@ void ClientConnection::closeForRouteUpdate() {
 
 void ClientConnection::resetExchange() {
   releaseRouteCounts();
+  // Field storage keeps its capacity: no allocation per request.
+  HeaderList headers = std::move(request_.headers);
+  headers.clear();
   request_ = RequestHead{};
+  request_.headers = std::move(headers);
   routes_.reset();
   route_ = nullptr;
   rewritten_path_.clear();

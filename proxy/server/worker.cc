@@ -167,16 +167,15 @@ void Worker::closeRetired(const std::vector<RoutePtr>& routes) {
   }
 }
 
-std::string Worker::newRequestId() {
+void Worker::newRequestId(std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(32, '0');
+  out.resize(32);
   uint64_t parts[2] = {request_id_prefix_, ++request_counter_};
   for (int part = 0; part < 2; ++part) {
     for (int digit = 0; digit < 16; ++digit) {
-      id[part * 16 + digit] = kHex[(parts[part] >> (60 - 4 * digit)) & 15];
+      out[part * 16 + digit] = kHex[(parts[part] >> (60 - 4 * digit)) & 15];
     }
   }
-  return id;
 }
 
 void Worker::addConnection(ClientConnection* connection) {

@@ -69,8 +69,8 @@ class Worker {
   WorkerCounters& mutableCounters() { return counters_; }
   // Wall-clock milliseconds since the epoch, from the loop's cached time.
   uint64_t nowUnixMs() { return uv_now(&loop_) + unix_offset_ms_; }
-  // A fresh request id: 32 hex digits, unique per process run.
-  std::string newRequestId();
+  // A fresh request id into `out`: 32 hex digits, unique per process run.
+  void newRequestId(std::string& out);
   char* scratch() { return scratch_; }
 
   void addConnection(ClientConnection* connection);

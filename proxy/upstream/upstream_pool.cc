@@ -17,9 +17,8 @@ UpstreamPool::UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool
 
 UpstreamPool::~UpstreamPool() = default;
 
-UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address,
+UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address, std::string_view key,
                                           UpstreamConnection::Owner* owner, bool fresh) {
-  std::string key = address.text();
   if (!fresh) {
     auto found = idle_.find(key);
     if (found != idle_.end() && !found->second.empty()) {
@@ -32,7 +31,7 @@ UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address,
       return connection;
     }
   }
-  auto* connection = new UpstreamConnection(*this, std::move(key), limits_);
+  auto* connection = new UpstreamConnection(*this, std::string(key), limits_);
   WorkerCounters::add(counters_.upstream_pool_misses);
   WorkerCounters::add(counters_.upstream_connections_open, 1);
   connection->setOwner(owner);
@@ -47,7 +46,10 @@ void UpstreamPool::release(UpstreamConnection* connection, bool reusable) {
     connection->close();
     return;
   }
-  std::vector<UpstreamConnection*>& idle = idle_[connection->key()];
+  auto slot = idle_.find(connection->key());
+  if (slot == idle_.end())
+    slot = idle_.emplace(connection->key(), std::vector<UpstreamConnection*>()).first;
+  std::vector<UpstreamConnection*>& idle = slot->second;
   if (idle.size() >= pool_limits_.idle_connections) {
     // Over the bound: drop the least recently used.
     UpstreamConnection* oldest = idle.front();

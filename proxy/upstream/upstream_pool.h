@@ -32,8 +32,9 @@ class UpstreamPool {
   // A connection for `owner`: an idle one (already connected; the owner's
   // onUpstreamReady runs before this returns) unless `fresh` is set, else a
   // new one that reports later.
-  UpstreamConnection* acquire(const SocketAddress& address, UpstreamConnection::Owner* owner,
-                              bool fresh = false);
+  // `key` names the upstream (the route's upstream text) for reuse.
+  UpstreamConnection* acquire(const SocketAddress& address, std::string_view key,
+                              UpstreamConnection::Owner* owner, bool fresh = false);
   // Hands a connection back after its exchange. Not `reusable`: closed.
   void release(UpstreamConnection* connection, bool reusable);
   // Called by an idle connection that closed (upstream hung up, idle timeout).
@@ -60,7 +61,11 @@ class UpstreamPool {
   DnsResolver& dns_;
   const Limits& limits_;
   UpstreamPoolLimits pool_limits_;
-  std::unordered_map<std::string, std::vector<UpstreamConnection*>> idle_;
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
+  };
+  std::unordered_map<std::string, std::vector<UpstreamConnection*>, KeyHash, std::equal_to<>> idle_;
   WorkerCounters& counters_;
   char idle_scratch_[64];
 };
