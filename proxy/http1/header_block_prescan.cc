@@ -1,5 +1,6 @@
 #include "http1/header_block_prescan.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace spacegate {
@@ -38,13 +39,21 @@ constexpr bool isTokenByte(unsigned char c) {
   return false;
 }
 
-struct TokenTable {
-  bool token[256];
-  constexpr TokenTable() : token() {
-    for (int c = 0; c < 256; ++c) token[c] = isTokenByte(static_cast<unsigned char>(c));
+// Per-byte classes, so that the common bytes of a line are skipped in a
+// tight loop and only the rare ones reach the decisions below.
+struct ByteTables {
+  bool token[256];       // field name bytes
+  bool value[256];       // field value bytes that need no decision
+  bool start_line[256];  // start line bytes that need no decision
+  constexpr ByteTables() : token(), value(), start_line() {
+    for (int c = 0; c < 256; ++c) {
+      token[c] = isTokenByte(static_cast<unsigned char>(c));
+      value[c] = !((c < 0x20 && c != '\t') || c == 0x7f);
+      start_line[c] = c != 0 && c != '\r' && c != '\n';
+    }
   }
 };
-constexpr TokenTable kTokenTable;
+constexpr ByteTables kTables;
 }  // namespace
 
 HeaderBlockPrescan::Result HeaderBlockPrescan::checkStartLine(const char* line, size_t length) {
@@ -74,7 +83,22 @@ HeaderBlockPrescan::Result HeaderBlockPrescan::checkStartLine(const char* line, 
 HeaderBlockPrescan::Result HeaderBlockPrescan::scan(const char* data, size_t size) {
   if (failed_ != Result::kIncomplete) return failed_;
   size_t leading_empty_lines = head_begin_ / 2;
+  // Nothing past the size limit is ever looked at.
+  size_t limit = std::min(size, head_begin_ + max_size_ + 1);
   while (position_ < size) {
+    if (position_ > line_begin_) {
+      // Fast path: the rest of a run of ordinary bytes in this line.
+      const bool* ordinary = !seen_start_line_ && kind_ != Kind::kTrailers ? kTables.start_line
+                             : line_has_colon_                              ? kTables.value
+                                                                            : kTables.token;
+      while (position_ < limit && ordinary[static_cast<unsigned char>(data[position_])]) {
+        ++position_;
+      }
+      if (position_ - head_begin_ > max_size_) {
+        return fail(Result::kTooLarge, "header block too large");
+      }
+      if (position_ >= size) break;
+    }
     char c = data[position_];
     if (c == '\0') return fail(Result::kMalformed, "NUL byte in header block");
     if (c == '\n') return fail(Result::kMalformed, "bare LF in header block");
@@ -90,7 +114,7 @@ HeaderBlockPrescan::Result HeaderBlockPrescan::scan(const char* data, size_t siz
           if (c == ':') {
             if (position_ == line_begin_) return fail(Result::kMalformed, "empty header name");
             line_has_colon_ = true;
-          } else if (!kTokenTable.token[byte]) {
+          } else if (!kTables.token[byte]) {
             return fail(Result::kMalformed, "invalid character in header name");
           }
         } else if ((byte < 0x20 && c != '\t') || byte == 0x7f) {
