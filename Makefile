@@ -24,6 +24,65 @@ test: build
 demo: build
 	@scripts/demo.sh $(BUILD_DIR)
 
+# Load harness and micro benchmarks (perf/README.md). `make perf` runs
+# spacegate, nginx and HAProxy side by side, then the micro benchmarks, and
+# rewrites the results in docs/perf.md; ARGS go to perf/load_harness.py
+# (e.g. ARGS="--scenarios keepalive-small --duration 5 --rounds 3 --workers 2").
+# `make perf-smoke` is the short CI check: it fails on spacegate errors or a
+# broken harness, never on speed.
+.PHONY: perf perf-smoke perf-micro
+perf: build
+	/usr/bin/python3 perf/load_harness.py --spacegate $(BUILD_DIR)/proxy/spacegate \
+	  --micro $(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
+
+perf-smoke: build
+	/usr/bin/python3 perf/load_harness.py --smoke --spacegate $(BUILD_DIR)/proxy/spacegate
+
+perf-micro: build
+	$(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
+
+# Sanitizers and fuzzing (fuzz/README.md), each in a build dir of its own.
+# `make test-asan`: the whole `make test` suite built with ASan+UBSan; a
+# sanitizer report from any process, the gateways that integration tests
+# start and stop included, fails it (reports land in $(ASAN_BUILD_DIR)/
+# sanitizer-reports/). `make fuzz-smoke`: every fuzz target for
+# FUZZ_SMOKE_SECONDS from its committed corpus; a crash, leak, timeout or
+# sanitizer report fails it. `make fuzz FUZZ_SECONDS=N [FUZZ_TARGETS=...]`:
+# long runs; what they find that adds coverage is merged (-merge=1) into
+# fuzz/corpus/<target>/.
+ASAN_BUILD_DIR ?= build-asan
+FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json
+FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SECONDS ?= 600
+SANITIZER_REPORTS = $(abspath $(ASAN_BUILD_DIR))/sanitizer-reports
+.PHONY: test-asan fuzz-build fuzz-smoke fuzz
+
+test-asan: setup
+	@cmake -S . -B $(ASAN_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSPACEGATE_SANITIZE=ON \
+	  $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(ASAN_BUILD_DIR) -j $(JOBS)
+	@rm -rf $(SANITIZER_REPORTS) && mkdir -p $(SANITIZER_REPORTS)
+	@cd $(ASAN_BUILD_DIR) && status=0 && \
+	  ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:log_path=$(SANITIZER_REPORTS)/asan \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SANITIZER_REPORTS)/ubsan \
+	  ctest --output-on-failure --timeout 900 $(CTEST_ARGS) || status=$$?; \
+	  if [ -n "$$(ls -A $(SANITIZER_REPORTS))" ]; then \
+	    head -n 80 $(SANITIZER_REPORTS)/*; \
+	    echo "test-asan: sanitizer reports in $(SANITIZER_REPORTS)" >&2; exit 1; \
+	  fi; exit $$status
+
+fuzz-build: setup
+	@cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSPACEGATE_FUZZ=ON \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(FUZZ_BUILD_DIR) --target fuzzers -j $(JOBS)
+
+fuzz-smoke: fuzz-build
+	@fuzz/run_fuzzers.sh smoke $(FUZZ_BUILD_DIR) $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	@fuzz/run_fuzzers.sh long $(FUZZ_BUILD_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i
 

@@ -15,6 +15,8 @@ packages=(
   # peers, load tools and test clients
   nginx haproxy wrk nghttp2-client curl python3 python3-websockets python3-h2
   procps iproute2 clang-format
+  # profiling (perf/profile_spacegate.py)
+  linux-perf valgrind
 )
 
 missing=()
