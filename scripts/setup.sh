@@ -13,7 +13,7 @@ packages=(
   # fuzzing and sanitizers
   clang libclang-rt-14-dev
   # peers, load tools and test clients
-  nginx haproxy wrk nghttp2-client curl python3 python3-websockets python3-h2
+  nginx haproxy wrk nghttp2-client curl python3 python3-websockets python3-h2 python3-cryptography
   procps iproute2 clang-format
   # profiling (perf/profile_spacegate.py)
   linux-perf valgrind

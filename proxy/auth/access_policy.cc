@@ -79,8 +79,9 @@ bool tokenAdmits(const AccessToken& token, const Route& route, const RequestHead
       }
       return true;
     case RouteAccess::kAuthenticated:
-      if (agent) {
-        reason = "agent tokens do not open user routes";
+      // A user's IDE token; not an agent token, not a one-port share link.
+      if (agent || !token.hasScope("ide")) {
+        reason = "not a user token";
         return false;
       }
       return true;
@@ -122,10 +123,25 @@ std::string_view findCookieInValue(std::string_view cookie_value, std::string_vi
       if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
         value = value.substr(1, value.size() - 2);
       }
-      return value;
+      // An empty one must not hide a real one behind it.
+      if (!value.empty()) return value;
     }
   }
   return {};
+}
+
+bool hasCookie(const HeaderList& headers, std::string_view name) {
+  for (const HeaderField& field : headers) {
+    if (!equalsIgnoringCase(field.name, "cookie")) continue;
+    std::string_view rest = field.value;
+    while (!rest.empty()) {
+      size_t semicolon = rest.find(';');
+      std::string_view pair = trim(rest.substr(0, semicolon));
+      rest = semicolon == std::string_view::npos ? std::string_view() : rest.substr(semicolon + 1);
+      if (trim(pair.substr(0, pair.find('='))) == name) return true;
+    }
+  }
+  return false;
 }
 
 std::string_view findCookie(const HeaderList& headers, std::string_view name) {
@@ -167,10 +183,13 @@ bool extractQueryParameter(std::string_view path, std::string_view name, std::st
     std::string_view pair = query.substr(0, amp);
     size_t equals = pair.find('=');
     std::string_view pair_name = pair.substr(0, equals);
-    if (pair_name == name && !found) {
+    if (pair_name == name) {
+      // Every occurrence goes; the first one is the value.
+      if (!found) {
+        value = std::string(equals == std::string_view::npos ? std::string_view()
+                                                             : pair.substr(equals + 1));
+      }
       found = true;
-      value = std::string(equals == std::string_view::npos ? std::string_view()
-                                                           : pair.substr(equals + 1));
     } else if (!pair.empty()) {
       if (!kept.empty()) kept.push_back('&');
       kept.append(pair);
@@ -189,7 +208,7 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
   AccessDecision decision;
   const AuthConfig& config = context.config;
   std::string_view cookie_token = findCookie(request.headers, config.cookie_name);
-  decision.strip_cookie = !cookie_token.empty();
+  decision.strip_cookie = hasCookie(request.headers, config.cookie_name);
   std::string query_token;
   std::string path_without_token;
   bool has_query_token =
@@ -237,7 +256,11 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
       return refuse(reason);
     decision.subject = token->sub;
     decision.outcome = AccessDecision::Outcome::kRedirectWithCookie;
-    decision.location = path_without_token;
+    // "//evil.example/x" or "/\\evil.example" would send the browser to another
+    // host: the Location is always a path on this one.
+    size_t first = path_without_token.find_first_not_of("/\\");
+    decision.location =
+        "/" + (first == std::string::npos ? std::string() : path_without_token.substr(first));
     int64_t max_age = std::max<int64_t>(0, token->exp - context.now_unix);
     decision.set_cookie = config.cookie_name + "=" + query_token +
                           "; Path=/; Max-Age=" + std::to_string(max_age) +

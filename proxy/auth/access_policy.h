@@ -56,7 +56,9 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
 // Helpers, exposed for tests and the header rewriter.
 // The value of cookie `name` in the request's Cookie fields, or "".
 std::string_view findCookie(const HeaderList& headers, std::string_view name);
-// The same within one Cookie field value.
+// Whether any Cookie field names cookie `name` (even with an empty value).
+bool hasCookie(const HeaderList& headers, std::string_view name);
+// The first non-empty value of cookie `name` within one Cookie field value.
 std::string_view findCookieInValue(std::string_view cookie_value, std::string_view name);
 // A Cookie field value without cookie `name`, other cookies byte for byte.
 std::string removeCookie(std::string_view cookie_value, std::string_view name);

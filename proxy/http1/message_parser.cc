@@ -86,6 +86,8 @@ void Http1MessageParser::reset() {
   error_reason_ = "";
   body_handler_ = nullptr;
   body_error_ = false;
+  chunked_body_ = false;
+  chunked_prescan_.reset();
   trailers_.clear();
   trailer_bytes_ = 0;
   // llhttp itself continues with the next message; it was paused at the end
@@ -220,6 +222,7 @@ Http1MessageParser::HeadStatus Http1MessageParser::parseHeadCommon(const char* d
   if (!headers_done_) return fail(type_ == Type::kRequest ? 400 : 502, "incomplete header block");
   if (!finishFields(head)) return HeadStatus::kError;
   head_consumed_ = prescan_.headEnd();
+  chunked_body_ = !message_complete_ && (parser_.flags & F_CHUNKED) != 0;
   return HeadStatus::kComplete;
 }
 
@@ -434,6 +437,17 @@ Http1MessageParser::BodyResult Http1MessageParser::parseBody(const char* data, s
     result.complete = true;
     return result;
   }
+  // The strict framing check goes first, so that nothing of an input it
+  // refuses reaches the handler.
+  auto framing = ChunkedBodyPrescan::Result::kIncomplete;
+  size_t framing_end = 0;
+  if (chunked_body_) {
+    framing = chunked_prescan_.scan(data, size, framing_end);
+    if (framing == ChunkedBodyPrescan::Result::kMalformed) {
+      result.error = true;
+      return result;
+    }
+  }
   body_handler_ = &handler;
   llhttp_errno_t status = llhttp_execute(&parser_, data, size);
   body_handler_ = nullptr;
@@ -448,6 +462,12 @@ Http1MessageParser::BodyResult Http1MessageParser::parseBody(const char* data, s
       llhttp_resume_after_upgrade(&parser_);
     }
   } else {
+    result.error = true;
+    return result;
+  }
+  if (chunked_body_ && (message_complete_ != (framing == ChunkedBodyPrescan::Result::kComplete) ||
+                        (message_complete_ && result.consumed != framing_end))) {
+    // llhttp and the strict framing disagree on where the body ends.
     result.error = true;
     return result;
   }

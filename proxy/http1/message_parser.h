@@ -9,7 +9,8 @@
 // caller's buffer (no copies). parseBody() then takes body bytes as they
 // arrive and reports data spans, trailers, and the end of the message; it
 // stops at the end of the message so that a pipelined next request waits in
-// the buffer until the current exchange is done.
+// the buffer until the current exchange is done. A chunked body's framing is
+// also checked on the raw bytes by ChunkedBodyPrescan, stricter than llhttp.
 #pragma once
 
 #include <llhttp.h>
@@ -22,6 +23,7 @@
 
 #include "config/limits.h"
 #include "http/message.h"
+#include "http1/chunked_body_prescan.h"
 #include "http1/header_block_prescan.h"
 
 namespace spacegate {
@@ -118,6 +120,8 @@ class Http1MessageParser {
   // Body phase state.
   BodyHandler* body_handler_ = nullptr;
   bool body_error_ = false;
+  bool chunked_body_ = false;  // the body is chunked: chunked_prescan_ checks its framing
+  ChunkedBodyPrescan chunked_prescan_;
   std::vector<std::pair<std::string, std::string>> trailers_;
   size_t trailer_bytes_ = 0;
 };

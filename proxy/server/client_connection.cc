@@ -92,15 +92,23 @@ void ClientConnection::setReading(bool reading) {
   }
 }
 
-// Reads the client exactly when something can be done with its bytes.
+// Reads the client when its bytes can be used or held. While an exchange
+// waits (for an upstream, or for the response once the request is complete)
+// the read watcher stays on and bytes are held up to a bound: stopping and
+// restarting it for every request costs epoll_ctl calls, and keeping it on
+// notices a client that goes away.
 void ClientConnection::updateReading() {
+  bool holding_room = inbound_.size() < limits_.header_block_size;
   switch (state_) {
     case State::kReadingHead:
     case State::kLingering: setReading(true); break;
-    case State::kConnecting: setReading(false); break;
+    case State::kConnecting: setReading(holding_room && !client_eof_); break;
     case State::kForwarding:
-      setReading(!request_complete_ && !request_body_error_ && upstream_ &&
-                 upstream_->queuedBytes() < limits_.write_high_water);
+      if (request_complete_ || request_body_error_) {
+        setReading(holding_room && !client_eof_ && !request_body_error_);
+      } else {
+        setReading(upstream_ && upstream_->queuedBytes() < limits_.write_high_water);
+      }
       break;
     case State::kTunnel:
       setReading(!client_eof_ && upstream_ && upstream_->queuedBytes() < limits_.write_high_water);
@@ -142,14 +150,17 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
         self->tunnelEndedOneWay();
         return;
       default:
-        if (!self->request_complete_) {
-          self->status_ = self->response_started_ ? self->status_ : 499;
-          self->abort("client closed before sending the whole request");
+        if (nread == UV_EOF &&
+            (self->request_complete_ || (self->state_ == State::kConnecting &&
+                                         self->request_.framing == BodyFraming::kNone))) {
+          // Half-close after a complete request: answer, then close.
+          self->client_eof_ = true;
+          self->setReading(false);
+          self->close_after_response_ = true;
           return;
         }
-        // Half-close after a complete request: answer, then close.
-        self->setReading(false);
-        self->close_after_response_ = true;
+        self->status_ = self->response_started_ ? self->status_ : 499;
+        self->abort("client closed before sending the whole request");
         return;
     }
   }
@@ -175,6 +186,13 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
   }
   if (self->state_ == State::kForwarding && !self->request_complete_) {
     self->armTimer(self->limits_.client_body_timeout_ms);
+  }
+  if (self->state_ == State::kConnecting ||
+      (self->state_ == State::kForwarding && self->request_complete_)) {
+    // Held for later (the body once the upstream is there, or the next
+    // pipelined request); past the bound, reading pauses.
+    self->updateReading();
+    return;
   }
   self->processInput();
 }
@@ -420,7 +438,6 @@ void ClientConnection::onUpstreamResponseHead(ResponseHead& head) {
       write.appendView(head.raw_first_line);
       for (const HeaderField& field : head.headers) write.appendView(field.raw_line);
       write.appendGenerated("\r\n");
-      submitClientWrite();
     }
     return;
   }
@@ -452,8 +469,8 @@ void ClientConnection::onUpstreamResponseHead(ResponseHead& head) {
   context.chunked_body = response_chunked_;
   context.close_connection = close_after_response_;
   context.http10_keep_alive = client_http10 && !close_after_response_;
+  // Gathered: the head goes out with the body bytes of the same read.
   writeClientResponseHead(head, context, writes_.prepare());
-  submitClientWrite();
 }
 
 void ClientConnection::onUpstreamResponseBody(BufferSlice slice) {
@@ -461,12 +478,21 @@ void ClientConnection::onUpstreamResponseBody(BufferSlice slice) {
   if (response_chunked_) appendChunkSizeLine(write, slice.size);
   write.appendSlice(slice);
   if (response_chunked_) write.appendGenerated("\r\n");
+}
+
+void ClientConnection::onUpstreamReadDone() {
+  flushClientWrites();
+}
+
+void ClientConnection::flushClientWrites() {
+  if (state_ == State::kClosed || writes_.prepare().empty()) return;
   submitClientWrite();
   if (state_ == State::kClosed) return;
+  if (state_ == State::kTunnel) countBytes();  // tunnels count as they go
   if (writes_.queuedBytes() > limits_.write_high_water && upstream_ && !upstream_paused_) {
     upstream_paused_ = true;
     upstream_->pauseReading();
-    armTimer(limits_.client_body_timeout_ms);
+    if (state_ == State::kForwarding) armTimer(limits_.client_body_timeout_ms);
   }
 }
 
@@ -477,9 +503,10 @@ void ClientConnection::onUpstreamResponseComplete(
     write.appendGenerated("0\r\n");
     appendTrailers(write, trailers);
     write.appendGenerated("\r\n");
-    submitClientWrite();
-    if (state_ == State::kClosed) return;
   }
+  // Head, body and end of a small response leave in one write.
+  flushClientWrites();
+  if (state_ == State::kClosed) return;
   UpstreamConnection* upstream = upstream_;
   upstream_ = nullptr;
   upstream_paused_ = false;
@@ -543,6 +570,8 @@ void ClientConnection::respondLocally(int status, std::string_view detail, bool 
 }
 
 void ClientConnection::finishExchange() {
+  flushClientWrites();
+  if (state_ == State::kClosed) return;
   logExchange();
   bool close_now = close_after_response_;
   resetExchange();
@@ -603,6 +632,13 @@ void ClientConnection::logExchange() {
   entry.method = request_.method_name;
   entry.host = request_.host;
   entry.path = request_.path.empty() ? request_.target : request_.path;
+  std::string redacted;
+  const std::string& parameter = worker_.authConfig().query_parameter;
+  if (entry.path.find(parameter) != std::string_view::npos) {
+    // A token in the URL never reaches the log.
+    std::string ignored;
+    if (extractQueryParameter(entry.path, parameter, ignored, redacted)) entry.path = redacted;
+  }
   entry.status = status_;
   entry.bytes_in = bytes_in_;
   entry.bytes_out = bytes_out_;
@@ -699,20 +735,15 @@ void ClientConnection::enterTunnel(ResponseHead& head) {
   }
   upstream_->becomeTunnel();
   if (state_ == State::kClosed) return;
+  flushClientWrites();
+  if (state_ == State::kClosed) return;
   updateReading();
 }
 
 void ClientConnection::onUpstreamTunnelData(BufferSlice slice) {
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
-  OutboundWrite& write = writes_.prepare();
-  write.appendSlice(slice);
-  submitClientWrite();
-  if (state_ == State::kClosed) return;
-  countBytes();
-  if (writes_.queuedBytes() > limits_.write_high_water && upstream_ && !upstream_paused_) {
-    upstream_paused_ = true;
-    upstream_->pauseReading();
-  }
+  // Sent by flushClientWrites() at the end of the read.
+  writes_.prepare().appendSlice(slice);
 }
 
 void ClientConnection::onUpstreamTunnelEnd(bool error) {
@@ -742,6 +773,8 @@ void ClientConnection::onShutdownDone(uv_shutdown_t* request, int) {
 }
 
 void ClientConnection::closeAfterFlush() {
+  flushClientWrites();
+  if (state_ == State::kClosed) return;
   close_after_flush_ = true;
   state_ = State::kLingering;
   uv_timer_stop(&timer_);

@@ -78,6 +78,9 @@ class ClientConnection : private WriteQueue::Listener,
   void onUpstreamDrained() override;
   void onUpstreamTunnelData(BufferSlice slice) override;
   void onUpstreamTunnelEnd(bool error) override;
+  void onUpstreamReadDone() override;
+  // Sends what the upstream callbacks gathered, then applies backpressure.
+  void flushClientWrites();
 
   void processInput();
   void adoptConnecting(UpstreamConnection* connection);

@@ -165,7 +165,7 @@ void UpstreamConnection::resumeReading() {
     reading_ = true;
     uv_read_start(stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
     // Bytes already buffered (read before the pause) go out now.
-    if (!inbound_.empty()) processInput();
+    if (!inbound_.empty()) deliverInput();
   }
 }
 
@@ -250,10 +250,20 @@ void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf
     BufferSlice slice = self->inbound_.slice(self->inbound_.data(), self->inbound_.size());
     self->inbound_.consume(self->inbound_.size());
     self->inbound_.releaseIfEmpty();
-    self->owner_->onUpstreamTunnelData(std::move(slice));
+    Owner* owner = self->owner_;
+    owner->onUpstreamTunnelData(std::move(slice));
+    if (self->owner_ == owner && owner) owner->onUpstreamReadDone();
     return;
   }
-  self->processInput();
+  self->deliverInput();
+}
+
+void UpstreamConnection::deliverInput() {
+  Owner* owner = owner_;
+  processInput();
+  // The owner may have handed this connection back (response complete): it
+  // flushed its writes then, and is no longer ours to call.
+  if (owner && owner_ == owner) owner->onUpstreamReadDone();
 }
 
 void UpstreamConnection::processInput() {

@@ -52,6 +52,9 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
     // Tunnel mode.
     virtual void onUpstreamTunnelData(BufferSlice slice) = 0;
     virtual void onUpstreamTunnelEnd(bool error) = 0;
+    // Everything one read brought has been reported: a good moment to send
+    // what was gathered as one write.
+    virtual void onUpstreamReadDone() = 0;
   };
 
   UpstreamConnection(UpstreamPool& pool, std::string key, const Limits& limits);
@@ -114,6 +117,8 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
 
   void connectTo(const sockaddr_storage& address, uint16_t port);
   void processInput();
+  // processInput(), then tells the owner the read is done.
+  void deliverInput();
   void fail(UpstreamError error);
   void armTimer(uint64_t milliseconds);
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&socket_); }

@@ -176,6 +176,7 @@ class OriginHandler(BaseHTTPRequestHandler):
         ok = super().parse_request()
         if ok:
             self.origin._note_path(self.path, self.command)
+            self.origin._note_head(self.raw_requestline, self.headers)
         return ok
 
     def _dispatch(self):
@@ -524,6 +525,7 @@ class Origin:
         self._requests = 0
         self._paths = []
         self._request_lines = []
+        self._heads = []
         self.errors = []
         self.stop_event = threading.Event()
         if unix_path:
@@ -562,6 +564,14 @@ class Origin:
         with self._lock:
             self._paths.append(path)
 
+    def _note_head(self, raw_requestline, headers):
+        # The request line and every header field as received (latin-1
+        # text), for tests that assert something never reached the origin.
+        line = raw_requestline.decode("latin-1")
+        fields = "".join("%s: %s\r\n" % (k, v) for k, v in headers.items())
+        with self._lock:
+            self._heads.append(line + fields)
+
     @property
     def connections(self):
         with self._lock:
@@ -586,6 +596,13 @@ class Origin:
     def request_lines(self):
         with self._lock:
             return list(self._request_lines)
+
+    @property
+    def heads(self):
+        """Every parsed request head received so far (request line plus
+        header fields, as text), in order."""
+        with self._lock:
+            return list(self._heads)
 
     def stop(self):
         self.stop_event.set()
@@ -661,6 +678,7 @@ class WebSocketPeer:
         self.connections = 0
         self.open = 0
         self.paths = []
+        self.request_headers = []  # [(name, value), ...] per upgrade request
         self.port = None
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -674,6 +692,7 @@ class WebSocketPeer:
         self.connections += 1
         self.open += 1
         self.paths.append(ws.path)
+        self.request_headers.append(list(ws.request_headers.raw_items()))
         try:
             if ws.path.startswith("/ws/close"):
                 await ws.close(4001, "bye")
@@ -1869,6 +1888,158 @@ class WebSocketClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --------------------------------------------------------------------------
+# Access tokens: keys and tokens made by the real CLI (`spacegatectl token
+# keygen` / `token sign`); tampering and forging done here in Python
+# --------------------------------------------------------------------------
+
+def b64url_encode(data):
+    """base64url without padding (the token's alphabet)."""
+    import base64
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def b64url_decode(text):
+    import base64
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def split_token(token):
+    """`v1.<payload>.<signature>` -> (payload dict, payload part, signature
+    bytes)."""
+    version, payload_part, signature_part = token.split(".")
+    assert version == "v1", token
+    return (json.loads(b64url_decode(payload_part)), payload_part,
+            b64url_decode(signature_part))
+
+
+def join_token(payload, signature):
+    """A token from a payload (dict, JSON text or bytes) and a signature
+    (bytes). The signature is NOT recomputed."""
+    if isinstance(payload, dict):
+        payload = json.dumps(payload, separators=(",", ":"))
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return "v1.%s.%s" % (b64url_encode(payload), b64url_encode(signature))
+
+
+def tamper_token(token, **changes):
+    """The token with payload fields changed (None deletes a field) and its
+    original signature kept: a forgery."""
+    payload, _, signature = split_token(token)
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return join_token(payload, signature)
+
+
+def ed25519_available():
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+class TokenKey:
+    """A key pair written by `spacegatectl token keygen --kid KID --out
+    PREFIX` (PREFIX.key, PREFIX.pub). sign() runs `spacegatectl token sign`;
+    sign_payload() signs any payload bytes in Python (python3-cryptography),
+    for tokens the CLI cannot make (oversized, odd fields)."""
+
+    def __init__(self, directory, kid, name=None):
+        if not os.path.exists(CTL_BINARY):
+            raise unittest.SkipTest("spacegatectl binary not found: %s" % CTL_BINARY)
+        self.kid = kid
+        self.prefix = os.path.join(directory, name or kid)
+        proc = subprocess.run([CTL_BINARY, "token", "keygen", "--kid", kid,
+                               "--out", self.prefix],
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=30)
+        if proc.returncode != 0:
+            raise AssertionError("token keygen failed:\n%s" % describe_run(proc))
+        self.key_path = self.prefix + ".key"
+        self.pub_path = self.prefix + ".pub"
+        with open(self.pub_path) as f:
+            self.public = json.load(f)          # {"kid", "public_key"}
+        with open(self.key_path) as f:
+            self.private = json.load(f)         # plus "private_key"
+        self.public_key = self.public["public_key"]
+
+    def entry(self):
+        """{"kid", "public_key"} as the config and the control API take it."""
+        return {"kid": self.kid, "public_key": self.public_key}
+
+    def sign(self, sub, gs, scopes=(), ttl=None, aud=None, iat=None, exp=None,
+             key_path=None):
+        args = [CTL_BINARY, "token", "sign", "--key", key_path or self.key_path,
+                "--sub", sub, "--gs", gs]
+        if ttl is not None:
+            args += ["--ttl", ttl]
+        for scope in scopes:
+            args += ["--scope", scope]
+        if aud is not None:
+            args += ["--aud", aud]
+        if iat is not None:
+            args += ["--iat", str(int(iat))]
+        if exp is not None:
+            args += ["--exp", str(int(exp))]
+        proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=30)
+        if proc.returncode != 0:
+            raise AssertionError("token sign failed:\n%s" % describe_run(proc))
+        token = proc.stdout.strip()
+        if not token.startswith("v1.") or token.count(".") != 2:
+            raise AssertionError("token sign printed %r" % proc.stdout)
+        return token
+
+    def key_file_with_kid(self, kid):
+        """A copy of this private key file naming another kid: the CLI then
+        signs tokens that claim `kid` with this key."""
+        path = "%s-as-%s.key" % (self.prefix, kid)
+        data = dict(self.private)
+        data["kid"] = kid
+        with open(path, "w") as f:
+            json.dump(data, f)
+        os.chmod(path, 0o600)
+        return path
+
+    def sign_payload(self, payload):
+        """v1 token over any payload (dict, JSON text or bytes), signed in
+        Python with this key. SkipTest without python3-cryptography."""
+        try:
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+        except ImportError:
+            raise unittest.SkipTest("python3-cryptography is not installed")
+        if isinstance(payload, dict):
+            payload = json.dumps(payload, separators=(",", ":"))
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        # BoringSSL's 64-byte private key is seed (32) || public key (32).
+        seed = b64url_decode(self.private["private_key"])[:32]
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        signed_part = "v1." + b64url_encode(payload)
+        return signed_part + "." + b64url_encode(key.sign(signed_part.encode("ascii")))
+
+
+def auth_section(keys=(), files=(), login_url=None, cookie_name=None):
+    """The config's `auth:` section: `keys` go inline ({kid, public_key}),
+    `files` as {file: PATH.pub}."""
+    section = {"public_keys": [k.entry() for k in keys] +
+               [{"file": k.pub_path} for k in files]}
+    if login_url is not None:
+        section["login_url"] = login_url
+    if cookie_name is not None:
+        section["cookie_name"] = cookie_name
+    return section
+
+
+UNAUTHORIZED_BODY = b"401 Unauthorized: authentication required\n"
+WWW_AUTHENTICATE = 'Bearer realm="spacegate"'
 
 
 def main():

@@ -333,5 +333,65 @@ TEST(MessageParserTest, WhitespaceInOrAroundTheTargetIsRejected) {
   EXPECT_EQ(parsed.head.target, "/x");
 }
 
+// llhttp 8.1 (outside strict mode) skips any two bytes after chunk data and
+// ends a body at a bare LF: both are refused now, in requests and responses
+// alike (corpus: smuggling-chunk-spill, smuggling-bare-lf-ending-chunked-body).
+TEST(MessageParserTest, ChunkSpillAndBareLfEndingAreRejected) {
+  Limits limits;
+  for (auto type : {Http1MessageParser::Type::kRequest, Http1MessageParser::Type::kResponse}) {
+    for (std::string body :
+         {"5\r\nhelloXX0\r\n\r\n", "5\r\nhello\r\n0\r\n\n", "5\r\nhello\r\n0\r\nX: a\n\r\n"}) {
+      SCOPED_TRACE(body);
+      Http1MessageParser parser(type, limits);
+      std::string head_bytes = type == Http1MessageParser::Type::kRequest
+                                   ? "POST / HTTP/1.1\r\nHost: a\r\n"
+                                   : "HTTP/1.1 200 OK\r\n";
+      head_bytes += "Transfer-Encoding: chunked\r\n\r\n";
+      CollectingHandler handler;
+      if (type == Http1MessageParser::Type::kRequest) {
+        RequestHead head;
+        ASSERT_EQ(parser.parseHead(head_bytes.data(), head_bytes.size(), head),
+                  HeadStatus::kComplete);
+      } else {
+        ResponseHead head;
+        ASSERT_EQ(parser.parseHead(head_bytes.data(), head_bytes.size(), head),
+                  HeadStatus::kComplete);
+      }
+      bool error = false;
+      for (char c : body) {  // one byte per read: the end is found across reads too
+        auto result = parser.parseBody(&c, 1, handler);
+        if (result.error) {
+          error = true;
+          break;
+        }
+      }
+      EXPECT_TRUE(error);
+      EXPECT_FALSE(handler.complete);
+    }
+  }
+}
+
+// Found by fuzz/http1_request_fuzzer's strict check of the trailer lines the
+// gateway writes (corpus: trailer-name-with-space): llhttp accepts "X Y" and
+// an empty name in a trailer section, and the gateway forwarded them as
+// "X Y: 1" and ": a", lines no strict peer accepts.
+TEST(MessageParserTest, TrailersThatAreNotValidFieldLinesAreRejected) {
+  std::string head_bytes = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  Limits limits;
+  for (std::string trailer : {"X Y: 1\r\n", ": a\r\n", "X\x7fY: 1\r\n",
+                              "X: a\x01"
+                              "b\r\n"}) {
+    SCOPED_TRACE(trailer);
+    Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
+    RequestHead head;
+    ASSERT_EQ(parser.parseHead(head_bytes.data(), head_bytes.size(), head), HeadStatus::kComplete);
+    CollectingHandler handler;
+    std::string body = "3\r\nabc\r\n0\r\n" + trailer + "\r\n";
+    auto result = parser.parseBody(body.data(), body.size(), handler);
+    EXPECT_TRUE(result.error);
+    EXPECT_FALSE(handler.complete);
+  }
+}
+
 }  // namespace
 }  // namespace spacegate
