@@ -30,10 +30,15 @@ demo: build
 # (e.g. ARGS="--scenarios keepalive-small --duration 5 --rounds 3 --workers 2").
 # `make perf-smoke` is the short CI check: it fails on spacegate errors or a
 # broken harness, never on speed.
-.PHONY: perf perf-smoke perf-micro
+.PHONY: perf perf-smoke perf-reload perf-micro
 perf: build
 	/usr/bin/python3 perf/load_harness.py --spacegate $(BUILD_DIR)/proxy/spacegate \
 	  --micro $(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
+
+# Route updates at 1,000/s through the control socket while wrk runs on a
+# stable route, against the same run without updates (issue 5's scenario).
+perf-reload: build
+	@python3 perf/route_reload.py --spacegate $(BUILD_DIR)/proxy/spacegate $(ARGS)
 
 perf-smoke: build
 	/usr/bin/python3 perf/load_harness.py --smoke --spacegate $(BUILD_DIR)/proxy/spacegate
