@@ -43,7 +43,7 @@ struct Limits {
 
 struct UpstreamPoolLimits {
   // Idle keep-alive connections kept per upstream address, per worker.
-  uint32_t idle_connections = 32;
+  uint32_t idle_connections = 128;
   // How long an idle upstream connection is kept.
   uint64_t idle_timeout_ms = 60'000;
 };

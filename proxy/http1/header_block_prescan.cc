@@ -89,8 +89,8 @@ HeaderBlockPrescan::Result HeaderBlockPrescan::scan(const char* data, size_t siz
     if (position_ > line_begin_) {
       // Fast path: the rest of a run of ordinary bytes in this line.
       const bool* ordinary = !seen_start_line_ && kind_ != Kind::kTrailers ? kTables.start_line
-                             : line_has_colon_                              ? kTables.value
-                                                                            : kTables.token;
+                             : line_has_colon_                             ? kTables.value
+                                                                           : kTables.token;
       while (position_ < limit && ordinary[static_cast<unsigned char>(data[position_])]) {
         ++position_;
       }

@@ -64,7 +64,7 @@ class BufferPool {
   static constexpr uint32_t kStandardSize = 16 * 1024;
 
   // `large_size` is the biggest header block the gateway accepts plus slack.
-  explicit BufferPool(uint32_t large_size, size_t max_cached_per_class = 256);
+  explicit BufferPool(uint32_t large_size, size_t max_cached_per_class = 1024);
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;

@@ -103,9 +103,37 @@ int WriteQueue::submit() {
   }
   write->queue_ = this;
   write->request_.data = write;
+  uv_buf_t* buffers = write->buffers_.data();
+  unsigned count = static_cast<unsigned>(write->buffers_.size());
+  if (pending_writes_ == 0) {
+    // Nothing queued: write now, in this call. What the socket takes needs no
+    // write request and no epoll change (uv_write would arm and disarm
+    // POLLOUT around it); only a rest goes to uv_write.
+    int written = uv_try_write(stream_, buffers, count);
+    if (written == static_cast<int>(write->bytes_)) {
+      total_written_ += write->bytes_;
+      pool_.release(write);
+      return 0;
+    }
+    if (written < 0 && written != UV_EAGAIN) {
+      pool_.release(write);
+      return written;
+    }
+    if (written > 0) {
+      size_t skip = static_cast<size_t>(written);
+      total_written_ += skip;
+      write->bytes_ -= skip;
+      while (skip > 0 && skip >= buffers->len) {
+        skip -= buffers->len;
+        ++buffers;
+        --count;
+      }
+      buffers->base += skip;
+      buffers->len -= static_cast<unsigned>(skip);
+    }
+  }
   size_t bytes = write->bytes_;
-  int result = uv_write(&write->request_, stream_, write->buffers_.data(),
-                        static_cast<unsigned>(write->buffers_.size()), &WriteQueue::onWritten);
+  int result = uv_write(&write->request_, stream_, buffers, count, &WriteQueue::onWritten);
   if (result != 0) {
     pool_.release(write);
     return result;

@@ -81,6 +81,8 @@ class WriteQueue {
   // Starts a write; fill it, then submit() it.
   OutboundWrite& prepare();
   // Sends the prepared write. Returns a libuv error code (0 on success).
+  // What the socket takes at once is written synchronously and reports no
+  // onWriteDone; only a rest that had to wait does.
   int submit();
   // Drops the prepared write without sending it.
   void discard();

@@ -53,8 +53,7 @@ ClientConnection::ClientConnection(Worker& worker)
       parser_(Http1MessageParser::Type::kRequest, worker.limits()) {
   uv_tcp_init(worker_.loop(), &socket_);
   socket_.data = this;
-  uv_timer_init(worker_.loop(), &timer_);
-  timer_.data = this;
+  timer_.init(worker_.loop(), this, &ClientConnection::onTimer);
   open_handles_ = 2;
   writes_.attach(stream());
   worker_.addConnection(this);
@@ -79,7 +78,7 @@ bool ClientConnection::accept(uv_stream_t* server) {
 }
 
 void ClientConnection::armTimer(uint64_t milliseconds) {
-  uv_timer_start(&timer_, &ClientConnection::onTimer, milliseconds, 0);
+  timer_.set(milliseconds);
 }
 
 void ClientConnection::setReading(bool reading) {
@@ -310,7 +309,7 @@ void ClientConnection::beginExchange() {
   } else {
     rewritten_path_.clear();
   }
-  uv_timer_stop(&timer_);
+  timer_.clear();
   state_ = State::kConnecting;
   updateReading();
   upstream_start_ns_ = uv_hrtime();
@@ -387,7 +386,7 @@ void ClientConnection::onMessageComplete(
 
 void ClientConnection::requestComplete() {
   request_complete_ = true;
-  if (state_ == State::kForwarding) uv_timer_stop(&timer_);
+  if (state_ == State::kForwarding) timer_.clear();
   updateReading();
   if (upstream_) upstream_->requestFullySent();
 }
@@ -545,7 +544,7 @@ void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
     upstream_paused_ = false;
     upstream_->resumeReading();
     if (state_ == State::kForwarding) {
-      if (request_complete_) uv_timer_stop(&timer_);
+      if (request_complete_) timer_.clear();
     }
   } else if (upstream_paused_) {
     // Progress: the client is taking bytes, if slowly.
@@ -777,7 +776,7 @@ void ClientConnection::closeAfterFlush() {
   if (state_ == State::kClosed) return;
   close_after_flush_ = true;
   state_ = State::kLingering;
-  uv_timer_stop(&timer_);
+  timer_.clear();
   if (writes_.pendingWrites() == 0) startLingering();
 }
 
@@ -824,8 +823,8 @@ void ClientConnection::onWorkerShutdown() {
   }
 }
 
-void ClientConnection::onTimer(uv_timer_t* timer) {
-  auto* self = static_cast<ClientConnection*>(timer->data);
+void ClientConnection::onTimer(void* owner) {
+  auto* self = static_cast<ClientConnection*>(owner);
   switch (self->state_) {
     case State::kReadingHead:
       if (self->idle_keepalive_ || self->inbound_.empty()) {
@@ -876,10 +875,11 @@ void ClientConnection::close() {
     upstream->close();
   }
   writes_.discard();
-  uv_timer_stop(&timer_);
+  timer_.clear();
   worker_.removeConnection(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&socket_), &ClientConnection::onClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &ClientConnection::onClosed);
+  timer_.stop();
+  uv_close(timer_.handle(), &ClientConnection::onClosed);
 }
 
 void ClientConnection::onClosed(uv_handle_t* handle) {

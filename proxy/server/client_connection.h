@@ -13,6 +13,7 @@
 
 #include "http/message.h"
 #include "http1/message_parser.h"
+#include "net/deadline_timer.h"
 #include "net/inbound_buffer.h"
 #include "net/write_queue.h"
 #include "route/route_table.h"
@@ -58,7 +59,7 @@ class ClientConnection : private WriteQueue::Listener,
 
   static void onAllocate(uv_handle_t* handle, size_t suggested, uv_buf_t* buffer);
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer);
-  static void onTimer(uv_timer_t* timer);
+  static void onTimer(void* owner);
   static void onShutdownDone(uv_shutdown_t* request, int status);
   static void onClosed(uv_handle_t* handle);
 
@@ -109,7 +110,7 @@ class ClientConnection : private WriteQueue::Listener,
   Worker& worker_;
   const Limits& limits_;
   uv_tcp_t socket_;
-  uv_timer_t timer_;
+  DeadlineTimer timer_;
   uv_shutdown_t shutdown_request_;
   int open_handles_ = 0;
   State state_ = State::kReadingHead;

@@ -25,13 +25,12 @@ UpstreamConnection::UpstreamConnection(UpstreamPool& pool, std::string key, cons
       inbound_(pool.buffers()),
       writes_(pool.writes(), *this),
       parser_(Http1MessageParser::Type::kResponse, limits) {
-  uv_timer_init(pool_.loop(), &timer_);
-  timer_.data = this;
+  timer_.init(pool_.loop(), this, &UpstreamConnection::onTimer);
   ++open_handles_;
 }
 
 void UpstreamConnection::armTimer(uint64_t milliseconds) {
-  uv_timer_start(&timer_, &UpstreamConnection::onTimer, milliseconds, 0);
+  timer_.set(milliseconds);
 }
 
 void UpstreamConnection::start(const SocketAddress& address) {
@@ -108,7 +107,7 @@ void UpstreamConnection::onConnect(uv_connect_t* request, int status) {
     self->fail(UpstreamError::kConnectFailed);
     return;
   }
-  uv_timer_stop(&self->timer_);
+  self->timer_.clear();
   self->writes_.attach(self->stream());
   self->state_ = State::kActive;
   self->reading_ = true;
@@ -130,7 +129,7 @@ void UpstreamConnection::startExchange(uint8_t method) {
   }
   // Until the request is fully sent, the client side's timers govern; a
   // response may still come early (an error before the whole body).
-  uv_timer_stop(&timer_);
+  timer_.clear();
 }
 
 void UpstreamConnection::requestFullySent() {
@@ -171,7 +170,7 @@ void UpstreamConnection::resumeReading() {
 
 void UpstreamConnection::becomeTunnel() {
   state_ = State::kTunnel;
-  uv_timer_stop(&timer_);
+  timer_.clear();
   if (!inbound_.empty()) {
     BufferSlice slice = inbound_.slice(inbound_.data(), inbound_.size());
     inbound_.consume(inbound_.size());
@@ -199,7 +198,7 @@ void UpstreamConnection::enterIdle(uint64_t idle_timeout_ms) {
 
 void UpstreamConnection::leaveIdle() {
   state_ = State::kActive;
-  uv_timer_stop(&timer_);
+  timer_.clear();
   ++exchanges_;
 }
 
@@ -233,7 +232,7 @@ void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf
         self->head_.framing == BodyFraming::kUntilClose) {
       if (self->parser_.finishAtEof(*self)) {
         self->response_complete_ = true;
-        uv_timer_stop(&self->timer_);
+        self->timer_.clear();
         const auto* trailers = self->completed_trailers_;
         self->completed_trailers_ = nullptr;
         // The upstream closed: never reused, but the response is whole.
@@ -303,7 +302,7 @@ void UpstreamConnection::processInput() {
       }
       if (!parser_.expectsBody()) {
         response_complete_ = true;
-        uv_timer_stop(&timer_);
+        timer_.clear();
         static const std::vector<std::pair<std::string, std::string>> kNoTrailers;
         owner_->onUpstreamResponseComplete(kNoTrailers);
         return;
@@ -320,7 +319,7 @@ void UpstreamConnection::processInput() {
     inbound_.consume(result.consumed);
     if (result.complete) {
       response_complete_ = true;
-      uv_timer_stop(&timer_);
+      timer_.clear();
       const auto* trailers = completed_trailers_;
       completed_trailers_ = nullptr;
       if (owner_ && trailers) owner_->onUpstreamResponseComplete(*trailers);
@@ -356,8 +355,8 @@ void UpstreamConnection::onWriteDone(WriteQueue& queue, int status) {
   if (owner_ && queue.queuedBytes() <= limits_.write_low_water) owner_->onUpstreamDrained();
 }
 
-void UpstreamConnection::onTimer(uv_timer_t* timer) {
-  auto* self = static_cast<UpstreamConnection*>(timer->data);
+void UpstreamConnection::onTimer(void* owner) {
+  auto* self = static_cast<UpstreamConnection*>(owner);
   switch (self->state_) {
     case State::kResolving:
     case State::kConnecting: self->fail(UpstreamError::kConnectTimeout); break;
@@ -390,8 +389,9 @@ void UpstreamConnection::close() {
     dns_ticket_ = 0;
   }
   writes_.discard();
-  uv_timer_stop(&timer_);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onClosed);
+  timer_.clear();
+  timer_.stop();
+  uv_close(timer_.handle(), &UpstreamConnection::onClosed);
   if (socket_open_) uv_close(handle(), &UpstreamConnection::onClosed);
 }
 

@@ -16,6 +16,7 @@
 #include "config/limits.h"
 #include "http/message.h"
 #include "http1/message_parser.h"
+#include "net/deadline_timer.h"
 #include "net/inbound_buffer.h"
 #include "net/socket_address.h"
 #include "net/write_queue.h"
@@ -107,7 +108,7 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   static void onConnect(uv_connect_t* request, int status);
   static void onAllocate(uv_handle_t* handle, size_t suggested, uv_buf_t* buffer);
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer);
-  static void onTimer(uv_timer_t* timer);
+  static void onTimer(void* owner);
   static void onShutdown(uv_shutdown_t* request, int status);
   static void onClosed(uv_handle_t* handle);
 
@@ -135,7 +136,7 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } socket_;
-  uv_timer_t timer_;
+  DeadlineTimer timer_;
   uv_connect_t connect_request_;
   uv_shutdown_t shutdown_request_;
   int open_handles_ = 0;
