@@ -10,10 +10,9 @@ void SlabRef::reset() {
   slab_ = nullptr;
 }
 
-BufferPool::BufferPool(uint32_t large_size, size_t max_cached_per_class)
-    : standard_{kStandardSize, {}},
-      large_{large_size > kStandardSize ? large_size : kStandardSize, {}},
-      max_cached_per_class_(max_cached_per_class) {}
+BufferPool::BufferPool(uint32_t large_size, size_t max_cached_standard, size_t max_cached_large)
+    : standard_{kStandardSize, max_cached_standard, {}},
+      large_{large_size > kStandardSize ? large_size : kStandardSize, max_cached_large, {}} {}
 
 BufferPool::~BufferPool() {
   for (Slab* slab : standard_.free) std::free(slab);
@@ -39,7 +38,7 @@ SlabRef BufferPool::acquire(SizeClass& size_class) {
 void BufferPool::release(Slab* slab) {
   --in_use_;
   SizeClass& size_class = slab->capacity == standard_.size ? standard_ : large_;
-  if (size_class.free.size() < max_cached_per_class_) {
+  if (size_class.free.size() < size_class.max_cached) {
     size_class.free.push_back(slab);
   } else {
     std::free(slab);

@@ -58,13 +58,15 @@ struct BufferSlice {
 };
 
 // Per-loop pool of fixed-size slabs in two size classes: the standard read
-// buffer, and a large one for a header block that outgrows it.
+// buffer, and a large one for a header block that outgrows it and for bulk
+// streams (a read that fills its buffer asks for a large one next).
 class BufferPool {
  public:
   static constexpr uint32_t kStandardSize = 16 * 1024;
 
   // `large_size` is the biggest header block the gateway accepts plus slack.
-  explicit BufferPool(uint32_t large_size, size_t max_cached_per_class = 1024);
+  explicit BufferPool(uint32_t large_size, size_t max_cached_standard = 1024,
+                      size_t max_cached_large = 128);
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
@@ -81,6 +83,7 @@ class BufferPool {
   friend class SlabRef;
   struct SizeClass {
     uint32_t size;
+    size_t max_cached;  // free slabs kept for reuse; beyond it they are freed
     std::vector<Slab*> free;
   };
   SlabRef acquire(SizeClass& size_class);
@@ -88,7 +91,6 @@ class BufferPool {
 
   SizeClass standard_;
   SizeClass large_;
-  size_t max_cached_per_class_;
   size_t in_use_ = 0;
 };
 

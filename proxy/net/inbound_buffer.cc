@@ -12,15 +12,20 @@ constexpr size_t kMinimumReadSpace = 2048;
 
 uv_buf_t InboundBuffer::prepareRead() {
   if (slab_ && empty() && slab_.unique()) {
-    // Nobody else looks at these bytes any more: start over at the beginning.
-    begin_ = end_ = 0;
+    if (streaming_ && slab_.capacity() < pool_.largeSize()) {
+      slab_.reset();  // a bulk stream: trade up to a large slab below
+    } else {
+      // Nobody else looks at these bytes any more: start over at the beginning.
+      begin_ = end_ = 0;
+    }
   }
   if (!slab_ || slab_.capacity() - end_ < kMinimumReadSpace) {
     size_t pending = size();
-    bool need_large = pending > BufferPool::kStandardSize / 2;
+    bool need_large = pending > BufferPool::kStandardSize / 2 || streaming_;
     if (full()) {
       // The largest buffer is full of unparsed bytes: nothing more fits. The
       // parser's size limit fires before this for heads; give an empty read.
+      offered_ = 0;
       return uv_buf_init(slab_.data() + end_, 0);
     }
     SlabRef next = need_large ? pool_.acquireLarge() : pool_.acquireStandard();
@@ -29,7 +34,8 @@ uv_buf_t InboundBuffer::prepareRead() {
     begin_ = 0;
     end_ = pending;
   }
-  return uv_buf_init(slab_.data() + end_, static_cast<unsigned>(slab_.capacity() - end_));
+  offered_ = slab_.capacity() - end_;
+  return uv_buf_init(slab_.data() + end_, static_cast<unsigned>(offered_));
 }
 
 }  // namespace spacegate

@@ -20,7 +20,12 @@ class InboundBuffer {
   // Space for the next read. `keep_large` asks for the large size class when
   // the unparsed bytes (a growing head) fill the standard one.
   uv_buf_t prepareRead();
-  void commit(size_t bytes) { end_ += bytes; }
+  void commit(size_t bytes) {
+    // A read that filled all it was offered: a bulk stream, worth a large
+    // buffer next time (fewer reads, fewer writes per MiB).
+    streaming_ = bytes == offered_ && offered_ > 0;
+    end_ += bytes;
+  }
 
   const char* data() const { return slab_ ? slab_.data() + begin_ : nullptr; }
   size_t size() const { return end_ - begin_; }
@@ -55,6 +60,8 @@ class InboundBuffer {
   SlabRef slab_;
   size_t begin_ = 0;  // first unparsed byte
   size_t end_ = 0;    // end of received bytes
+  size_t offered_ = 0;      // space the last prepareRead() gave
+  bool streaming_ = false;  // the last read filled it
 };
 
 }  // namespace spacegate
