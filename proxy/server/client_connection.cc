@@ -573,6 +573,11 @@ void ClientConnection::finishExchange() {
   if (state_ == State::kClosed) return;
   logExchange();
   bool close_now = close_after_response_;
+  // A client that asked to close, whose request was read to the end and who
+  // sent nothing more, needs no lingering close: a plain close after the
+  // response cannot reset bytes it still waits for.
+  skip_linger_ = close_now && request_complete_ && !request_body_error_ &&
+                 (!request_.keep_alive || client_eof_) && inbound_.empty() && status_ < 400;
   resetExchange();
   if (close_now) {
     closeAfterFlush();
@@ -782,6 +787,11 @@ void ClientConnection::closeAfterFlush() {
 
 void ClientConnection::startLingering() {
   if (state_ == State::kClosed || shutdown_started_) return;
+  if (skip_linger_ && inbound_.empty()) {
+    // Everything is written (or with the kernel): close sends it, then FIN.
+    close();
+    return;
+  }
   shutdown_started_ = true;
   state_ = State::kLingering;
   inbound_.reset();
