@@ -53,11 +53,11 @@ perf-micro: build
 # sanitizer-reports/). `make fuzz-smoke`: every fuzz target for
 # FUZZ_SMOKE_SECONDS from its committed corpus; a crash, leak, timeout or
 # sanitizer report fails it. `make fuzz FUZZ_SECONDS=N [FUZZ_TARGETS=...]`:
-# long runs; what they find that adds coverage is merged (-merge=1) into
-# fuzz/corpus/<target>/.
+# long runs; the fewest inputs that cover edges the committed corpus misses
+# are merged (-set_cover_merge=1) into fuzz/corpus/<target>/.
 ASAN_BUILD_DIR ?= build-asan
 FUZZ_BUILD_DIR ?= build-fuzz
-FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json
+FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_token control_api
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
 SANITIZER_REPORTS = $(abspath $(ASAN_BUILD_DIR))/sanitizer-reports
