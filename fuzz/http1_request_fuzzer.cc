@@ -5,15 +5,20 @@
 // routing on a small fixed table (exact, wildcard and path-form routes, with
 // strip_prefix), header rewriting into the upstream head, and its body
 // through parseBody, re-framed as the gateway forwards it; then the next
-// pipelined request. Beyond the sanitizers it checks the smuggling
-// invariants: the upstream head, read back by a fresh parser, is exactly one
-// request with the same method, path, host and body framing, with no
-// hop-by-hop field left; the upstream sees each body end exactly where the
-// gateway does; local error responses parse back as one response.
+// pipelined request. The credentials the access policy consumes (the
+// Authorization header, the sg_token cookie, the sg_token query parameter)
+// are removed as ClientConnection removes them, when the input says the
+// policy consumed them (the token checks themselves are not driven here).
+// Beyond the sanitizers it checks the smuggling invariants: the upstream
+// head, read back by a fresh parser, is exactly one request with the same
+// method, path, host and body framing, with no hop-by-hop field and no
+// consumed credential left; the upstream sees each body end exactly where
+// the gateway does; local error responses parse back as one response.
 //
-// Input: byte 0 seeds the read sizes (split_reader.h), byte 1 picks the
-// limits (bit 0: 1 KiB header blocks, bit 1: 4 fields, bit 2: 16-byte bodies),
-// the rest is the byte stream from the client.
+// Input: byte 0 seeds the read sizes (split_reader.h); byte 1 picks the
+// limits (bit 0: 1 KiB header blocks, bit 1: 4 fields, bit 2: 16-byte bodies)
+// and the consumed credentials (bit 3: Authorization, bit 4: the cookie,
+// bit 5: the query parameter); the rest is the byte stream from the client.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -21,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/access_policy.h"
 #include "common/validation_error.h"
 #include "forwarded_body_check.h"
 #include "http/header_rewrite.h"
@@ -35,6 +41,14 @@ namespace spacegate::fuzz {
 namespace {
 
 constexpr int kMaxRequestsPerInput = 32;
+constexpr std::string_view kTokenName = "sg_token";  // AuthConfig's default
+
+// Which credentials the access policy consumed (AccessDecision).
+struct ConsumedCredentials {
+  bool authorization;
+  bool cookie;
+  bool query_parameter;
+};
 
 const RouteTable& fixedRoutes() {
   static const RouteTable* table = [] {
@@ -144,7 +158,8 @@ struct UpstreamView {
 };
 
 void checkUpstreamHead(const RequestHead& request, const UpstreamRequestContext& context,
-                       Http1MessageParser& upstream, UpstreamView& view) {
+                       const ConsumedCredentials& consumed, Http1MessageParser& upstream,
+                       UpstreamView& view) {
   OutboundWrite out;
   writeUpstreamRequestHead(request, context, out);
   view.bytes = out.flatten();
@@ -183,6 +198,18 @@ void checkUpstreamHead(const RequestHead& request, const UpstreamRequestContext&
     }
     if (equalsIgnoringCase(field.name, "te")) FUZZ_CHECK(field.value == "trailers", "TE value");
     if (equalsIgnoringCase(field.name, "upgrade")) FUZZ_CHECK(request.upgrade, "stray Upgrade");
+    if (equalsIgnoringCase(field.name, "authorization")) {
+      FUZZ_CHECK(!consumed.authorization, "the consumed Authorization header was forwarded");
+    }
+    if (equalsIgnoringCase(field.name, "cookie") && consumed.cookie) {
+      FUZZ_CHECK(findCookieInValue(field.value, kTokenName).empty(),
+                 "the gateway's cookie was forwarded");
+    }
+  }
+  if (consumed.query_parameter) {
+    std::string value, without;
+    FUZZ_CHECK(!extractQueryParameter(again.path, kTokenName, value, without),
+               "the token query parameter was forwarded");
   }
   FUZZ_CHECK(countFields(again.headers, "x-forwarded-for") == 1, "X-Forwarded-For count");
   FUZZ_CHECK(countFields(again.headers, "x-forwarded-proto") == 1, "X-Forwarded-Proto count");
@@ -191,14 +218,25 @@ void checkUpstreamHead(const RequestHead& request, const UpstreamRequestContext&
              "X-Forwarded-Host count");
 }
 
-// Routing as ClientConnection::beginExchange() does it, plus checks of what
-// the table answers. Returns whether the request would be forwarded, with
-// the path to send in `rewritten_path`.
-bool routeRequest(const RequestHead& head, std::string& rewritten_path) {
+// Routing and the path rewrites as ClientConnection::beginExchange() does
+// them (the token parameter dropped, then the prefix stripped), plus checks
+// of what the table answers. Returns whether the request would be
+// forwarded, with the path to send in `rewritten_path` ("" = unchanged).
+bool routeRequest(const RequestHead& head, const ConsumedCredentials& consumed,
+                  std::string& rewritten_path) {
   const RouteTable& table = fixedRoutes();
   const Route* route = table.match(head.host, head.path);
   rewritten_path.clear();
   if (head.is_connect) return false;  // 405: CONNECT is never forwarded here
+  std::string token, without_token;
+  bool token_dropped = consumed.query_parameter &&
+                       extractQueryParameter(head.path, kTokenName, token, without_token);
+  std::string_view path = token_dropped ? std::string_view(without_token) : head.path;
+  if (token_dropped) {
+    FUZZ_CHECK(without_token.starts_with("/") && without_token.size() < head.path.size(),
+               "path without the token parameter");
+    rewritten_path = without_token;
+  }
   if (route) {
     FUZZ_CHECK(RouteTable::prefixMatches(route->path_prefix, head.path), "prefix mismatch");
     std::string host = RouteTable::normaliseHost(head.host);
@@ -212,9 +250,9 @@ bool routeRequest(const RequestHead& head, std::string& rewritten_path) {
       FUZZ_CHECK(host == route_host, "exact route for another host");
     }
     if (route->strip_prefix) {
-      rewritten_path = RouteTable::stripPrefix(route->path_prefix, head.path);
+      rewritten_path = RouteTable::stripPrefix(route->path_prefix, path);
       FUZZ_CHECK(rewritten_path.starts_with("/") && !hasForbiddenByte(rewritten_path) &&
-                     rewritten_path.size() <= head.path.size() + 1,
+                     rewritten_path.size() <= path.size() + 1,
                  "stripped path");
     }
     return true;
@@ -226,7 +264,8 @@ bool routeRequest(const RequestHead& head, std::string& rewritten_path) {
   return isValidHostname(host);
 }
 
-void runConnection(const uint8_t* data, size_t size, uint8_t split_seed, const Limits& limits) {
+void runConnection(const uint8_t* data, size_t size, uint8_t split_seed, const Limits& limits,
+                   const ConsumedCredentials& consumed) {
   SplitReader reader(data, size, split_seed);
   InboundBytes inbound;
   Http1MessageParser parser(Http1MessageParser::Type::kRequest, limits);
@@ -263,7 +302,7 @@ void runConnection(const uint8_t* data, size_t size, uint8_t split_seed, const L
     inbound.consume(parser.headConsumed());
 
     std::string rewritten_path;
-    bool forwarded = routeRequest(head, rewritten_path);
+    bool forwarded = routeRequest(head, consumed, rewritten_path);
     std::string_view client_id = acceptableRequestId(head);
     if (!forwarded) {
       checkErrorResponse(head.is_connect ? 405 : 404, "no route for this host and path", false,
@@ -275,8 +314,10 @@ void runConnection(const uint8_t* data, size_t size, uint8_t split_seed, const L
     context.request_id = client_id.empty() ? std::string_view("gw-1-42") : client_id;
     context.rewritten_path = rewritten_path;
     context.chunked_body = head.framing == BodyFraming::kChunked;
+    context.drop_authorization = consumed.authorization;
+    if (consumed.cookie) context.remove_cookie = kTokenName;
     UpstreamView upstream_view;
-    if (forwarded) checkUpstreamHead(head, context, upstream, upstream_view);
+    if (forwarded) checkUpstreamHead(head, context, consumed, upstream, upstream_view);
 
     if (parser.expectsBody()) {
       FUZZ_CHECK(head.framing != BodyFraming::kNone, "a body expected on a request without one");
@@ -322,6 +363,8 @@ void runConnection(const uint8_t* data, size_t size, uint8_t split_seed, const L
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
   spacegate::Limits limits = spacegate::fuzz::limitsFor(data[1]);
-  spacegate::fuzz::runConnection(data + 2, size - 2, data[0], limits);
+  spacegate::fuzz::ConsumedCredentials consumed{(data[1] & 8) != 0, (data[1] & 16) != 0,
+                                                (data[1] & 32) != 0};
+  spacegate::fuzz::runConnection(data + 2, size - 2, data[0], limits, consumed);
   return 0;
 }

@@ -247,6 +247,20 @@ ControlServer::ControlServer(ControlApi& api, ControlServerConfig config, const 
 }
 
 ControlServer::~ControlServer() {
+  if (!started_) {
+    // Never started (start-up failed after open): close the handles here so
+    // the loop can be closed without leaking them.
+    if (unix_listener_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(unix_listener_.release()),
+               [](uv_handle_t* handle) { delete reinterpret_cast<uv_pipe_t*>(handle); });
+    }
+    if (tcp_listener_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(tcp_listener_.release()),
+               [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+    }
+    mailbox_.close();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
   join();
   uv_loop_close(&loop_);
 }
@@ -318,6 +332,7 @@ bool ControlServer::open(std::string& error) {
 }
 
 void ControlServer::start() {
+  started_ = true;
   thread_ = std::thread([this] {
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_run(&loop_, UV_RUN_NOWAIT);

@@ -60,6 +60,7 @@ class ControlServer {
   std::vector<class ControlConnection*> connections_list_;
   int connections_ = 0;
   bool stopping_ = false;
+  bool started_ = false;
   std::thread thread_;
   friend class ControlConnection;
 };

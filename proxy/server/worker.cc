@@ -69,6 +69,17 @@ Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePubl
 }
 
 Worker::~Worker() {
+  if (!started_ && !closed_) {
+    // Never started (another worker or the control API failed to open):
+    // close what open() made so the loop closes without leaks.
+    for (auto& listener : listeners_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),
+               [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+    }
+    listeners_.clear();
+    closeEverything();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
   uv_loop_close(&loop_);
 }
 
@@ -99,6 +110,7 @@ bool Worker::open(std::string& error) {
 }
 
 void Worker::start() {
+  started_ = true;
   thread_ = std::thread([this] {
     uv_run(&loop_, UV_RUN_DEFAULT);
     // Run close callbacks left by the last iteration.

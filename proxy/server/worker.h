@@ -117,6 +117,7 @@ class Worker {
   bool draining_ = false;
   uint64_t unix_offset_ms_ = 0;
   bool closed_ = false;
+  bool started_ = false;
   uint64_t request_id_prefix_ = 0;
   uint64_t request_counter_ = 0;
   uint64_t accept_errors_logged_at_ = 0;

@@ -67,7 +67,9 @@ TEST(ChunkedBodyPrescanTest, ChunkSizeLine) {
   EXPECT_EQ(scanWhole("\r\n5\r\nhello\r\n0\r\n\r\n"), Result::kMalformed);
   EXPECT_EQ(scanWhole("fffffffffffffffff1\r\nhello\r\n0\r\n\r\n"), Result::kMalformed);
   EXPECT_EQ(scanWhole("5;a=\x01\r\nhello\r\n0\r\n\r\n"), Result::kMalformed);
-  EXPECT_EQ(scanWhole(std::string("5\0\r\nhello\r\n0\r\n\r\n", 18)), Result::kMalformed);
+  std::string with_nul = "5";
+  with_nul += '\0';
+  EXPECT_EQ(scanWhole(with_nul + "\r\nhello\r\n0\r\n\r\n"), Result::kMalformed);
   EXPECT_EQ(scanWhole("0\r\n X: folded\r\n\r\n"), Result::kMalformed);
 }
 
