@@ -15,6 +15,7 @@ tests/proxy/http1/*_test.cc."""
 import json
 import os
 import sys
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
@@ -159,6 +160,12 @@ REQUESTS = {
     "request-line-extra-spaces": crlf("GET /  HTTP/1.1\nHost: 3000--gs-x.gitspaces.test\n\n"
                                       "GET /x HTTP/1.1\nHost: app.test\n\n"),
     "request-target-form-feed": crlf("GET /i\x0cdex.html HTTP/1.1\nHost: app.test\n\n"),
+    # Byte 1 = 0x38: the access policy consumed all three credentials.
+    "credentials-consumed": crlf(
+        "GET /gs/gs-x/tree?sg_token=eyJ0.eyJz.c2ln&x=1&sg_token=again HTTP/1.1\nHost: gw.test\n"
+        "Authorization: Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln\n"
+        "Cookie: a=1; sg_token=eyJ0.eyJz.c2ln; b=\"2\"\nCookie: sg_token=\nCookie: sg_token=x\n\n"
+        "GET /?sg_token=t HTTP/1.1\nHost: gs-abc.gitspaces.test\nCookie:  sg_token = \"q\" ;c=3\n\n"),
     "unit-body-over-limit": crlf("POST / HTTP/1.1\nHost: a\nContent-Length: 17\n\n")
         + b"x" * 17,
 }
@@ -200,16 +207,26 @@ REQUESTS["smuggling-trailer-with-bare-lf"] = (
     b"0\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n" + HIDDEN)
 
 
+SPLITS = [WHOLE, BYTEWISE, SMALL, MEDIUM, LARGE]
+
+
+def split_for(name):
+    """A read-size seed that depends on the seed's name only, so adding a
+    seed leaves the other files unchanged."""
+    return SPLITS[zlib.crc32(name.encode()) % len(SPLITS)]
+
+
 def request_seeds():
-    splits = [WHOLE, BYTEWISE, SMALL, MEDIUM, LARGE]
     seeds = {}
-    for index, (name, data) in enumerate(sorted(REQUESTS.items())):
+    for name, data in sorted(REQUESTS.items()):
         limits = 0
         if name == "unit-many-fields":
             limits = 2
         elif name == "unit-body-over-limit":
             limits = 4
-        seeds[name] = bytes([splits[index % len(splits)], limits]) + data
+        elif name == "credentials-consumed":
+            limits = 0x38
+        seeds[name] = bytes([split_for(name), limits]) + data
     # One long head against the 1 KiB limit, whole and cut.
     long_head = crlf("GET / HTTP/1.1\nHost: app.test\nX-Long: " + "a" * 1100 + "\n\n")
     seeds["limit-long-head-1k"] = bytes([MEDIUM, 1]) + long_head
@@ -318,9 +335,8 @@ RESPONSES = {
 
 
 def response_seeds():
-    splits = [WHOLE, BYTEWISE, SMALL, MEDIUM, LARGE]
-    return {name: bytes([splits[index % len(splits)], exchange]) + data
-            for index, (name, (exchange, data)) in enumerate(sorted(RESPONSES.items()))}
+    return {name: bytes([split_for(name), exchange]) + data
+            for name, (exchange, data) in sorted(RESPONSES.items())}
 
 
 # ---------------------------------------------------------------------------
