@@ -23,15 +23,9 @@ namespace spacegate::fuzz {
 
 using Trailers = std::vector<std::pair<std::string, std::string>>;
 
-// The trailer block as ClientConnection writes it (appendTrailers() in
-// proxy/server/client_connection.cc, mirrored here: it is file-local there).
+// The trailer block as ClientConnection writes it.
 inline void appendTrailersAsGatewayDoes(OutboundWrite& out, const Trailers& trailers) {
-  for (const auto& [name, value] : trailers) {
-    out.appendGenerated(name);
-    out.appendGenerated(": ");
-    out.appendGenerated(value);
-    out.appendGenerated("\r\n");
-  }
+  appendTrailerFields(out, trailers);
 }
 
 class ForwardedBodyCheck : public Http1MessageParser::BodyHandler {

@@ -328,6 +328,16 @@ void writeErrorResponse(int status, std::string_view detail, bool close_connecti
   out.appendGenerated("\n");
 }
 
+void appendTrailerFields(OutboundWrite& out,
+                         const std::vector<std::pair<std::string, std::string>>& trailers) {
+  for (const auto& [name, value] : trailers) {
+    out.appendGenerated(name);
+    out.appendGenerated(": ");
+    out.appendGenerated(value);
+    out.appendGenerated("\r\n");
+  }
+}
+
 void appendChunkSizeLine(OutboundWrite& out, size_t size) {
   char text[20];
   auto end = std::to_chars(text, text + 16, size, 16).ptr;

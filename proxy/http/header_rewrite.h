@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "http/message.h"
 #include "net/write_queue.h"
@@ -60,6 +62,11 @@ void writeErrorResponse(int status, std::string_view detail, bool close_connecti
 
 // Reason phrase for a status code ("Not Found"), or "" if unknown.
 std::string_view statusReason(int status);
+
+// Trailer fields as the gateway re-serialises them ("Name: value\r\n" each),
+// between the last chunk ("0\r\n") and the final CRLF.
+void appendTrailerFields(OutboundWrite& out,
+                         const std::vector<std::pair<std::string, std::string>>& trailers);
 
 // Chunked framing for one body piece: "size-in-hex\r\n".
 void appendChunkSizeLine(OutboundWrite& out, size_t size);

@@ -33,16 +33,6 @@ double secondsBetween(uint64_t from_ns, uint64_t to_ns) {
   return from_ns && to_ns >= from_ns ? static_cast<double>(to_ns - from_ns) / 1e9 : -1;
 }
 
-void appendTrailers(OutboundWrite& out,
-                    const std::vector<std::pair<std::string, std::string>>& trailers) {
-  for (const auto& [name, value] : trailers) {
-    out.appendGenerated(name);
-    out.appendGenerated(": ");
-    out.appendGenerated(value);
-    out.appendGenerated("\r\n");
-  }
-}
-
 }  // namespace
 
 ClientConnection::ClientConnection(Worker& worker)
@@ -380,7 +370,7 @@ void ClientConnection::onMessageComplete(
   if (!upstream_ || request_.framing != BodyFraming::kChunked) return;
   OutboundWrite& write = upstream_->prepareWrite();
   write.appendGenerated("0\r\n");
-  appendTrailers(write, trailers);
+  appendTrailerFields(write, trailers);
   write.appendGenerated("\r\n");
 }
 
@@ -500,7 +490,7 @@ void ClientConnection::onUpstreamResponseComplete(
   if (response_chunked_) {
     OutboundWrite& write = writes_.prepare();
     write.appendGenerated("0\r\n");
-    appendTrailers(write, trailers);
+    appendTrailerFields(write, trailers);
     write.appendGenerated("\r\n");
   }
   // Head, body and end of a small response leave in one write.
