@@ -31,15 +31,9 @@ Route makeRoute(size_t index, RouteKind kind) {
   std::string name = "gs-" + std::to_string(index);
   route.id = name;
   switch (kind) {
-    case RouteKind::kExact:
-      route.host = name + ".gitspaces.example";
-      break;
-    case RouteKind::kWildcard:
-      route.host = "*." + name + ".gitspaces.example";
-      break;
-    case RouteKind::kPrefix:
-      route.host = "gw.gitspaces.example";
-      break;
+    case RouteKind::kExact: route.host = name + ".gitspaces.example"; break;
+    case RouteKind::kWildcard: route.host = "*." + name + ".gitspaces.example"; break;
+    case RouteKind::kPrefix: route.host = "gw.gitspaces.example"; break;
   }
   route.path_prefix = kind == RouteKind::kPrefix ? "/gs/" + name + "/" : std::string(1, '/');
   route.strip_prefix = kind == RouteKind::kPrefix;

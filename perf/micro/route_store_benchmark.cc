@@ -4,10 +4,10 @@
 // worker-side RouteTableReader on another thread sees the new table.
 #include <benchmark/benchmark.h>
 
+#include <malloc.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <malloc.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,8 +21,11 @@ namespace {
 
 nlohmann::json makeRoute(size_t index, const std::string& upstream = "10.0.0.1:8089") {
   std::string name = "gs-" + std::to_string(index);
-  return {{"id", name + "-ide"}, {"host", name + ".gitspaces.example"}, {"upstream", upstream},
-          {"gitspace", name},    {"owner", "user-" + std::to_string(index % 977)},
+  return {{"id", name + "-ide"},
+          {"host", name + ".gitspaces.example"},
+          {"upstream", upstream},
+          {"gitspace", name},
+          {"owner", "user-" + std::to_string(index % 977)},
           {"access", "owner"}};
 }
 
@@ -34,7 +37,9 @@ nlohmann::json makeTable(size_t count, uint64_t version) {
 
 // Bytes in use on the heap: exact where RSS would show whatever the
 // allocator kept from the previous iteration.
-uint64_t heapBytesInUse() { return mallinfo2().uordblks; }
+uint64_t heapBytesInUse() {
+  return mallinfo2().uordblks;
+}
 
 // PUT /routes with 100,000 routes: validation of every route, building the
 // sharded table, publishing it.
@@ -90,8 +95,10 @@ void BM_SingleUpsertVisibleToWorkers(benchmark::State& state) {
   size_t index = 0;
   for (auto _ : state) {
     ++version;
-    nlohmann::json body = {{"version", version},
-                           {"upsert", {makeRoute(index++ % count, "10.0.0." + std::to_string(version % 250 + 2) + ":8089")}}};
+    nlohmann::json body = {
+        {"version", version},
+        {"upsert",
+         {makeRoute(index++ % count, "10.0.0." + std::to_string(version % 250 + 2) + ":8089")}}};
     auto start = std::chrono::steady_clock::now();
     if (!store.patch(body, error)) state.SkipWithError(error.error.message.c_str());
     while (seen_version.load(std::memory_order_acquire) < version) {
@@ -107,7 +114,10 @@ void BM_SingleUpsertVisibleToWorkers(benchmark::State& state) {
     state.counters["p99_us"] = latencies_us[latencies_us.size() * 99 / 100];
   }
 }
-BENCHMARK(BM_SingleUpsertVisibleToWorkers)->Arg(100'000)->Unit(benchmark::kMicrosecond)->Iterations(2000);
+BENCHMARK(BM_SingleUpsertVisibleToWorkers)
+    ->Arg(100'000)
+    ->Unit(benchmark::kMicrosecond)
+    ->Iterations(2000);
 
 }  // namespace
 }  // namespace spacegate::perf

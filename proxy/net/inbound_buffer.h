@@ -58,8 +58,8 @@ class InboundBuffer {
  private:
   BufferPool& pool_;
   SlabRef slab_;
-  size_t begin_ = 0;  // first unparsed byte
-  size_t end_ = 0;    // end of received bytes
+  size_t begin_ = 0;        // first unparsed byte
+  size_t end_ = 0;          // end of received bytes
   size_t offered_ = 0;      // space the last prepareRead() gave
   bool streaming_ = false;  // the last read filled it
 };

@@ -119,7 +119,7 @@ class ClientConnection : private WriteQueue::Listener,
   bool close_after_response_ = false;
   bool close_after_flush_ = false;
   bool shutdown_started_ = false;
-  bool skip_linger_ = false;         // the last response may be followed by a plain close
+  bool skip_linger_ = false;  // the last response may be followed by a plain close
   InboundBuffer inbound_;
   WriteQueue writes_;
   Http1MessageParser parser_;
