@@ -82,15 +82,6 @@ Limits limitsFor(uint8_t selector) {
   return limits;
 }
 
-// Limits for the upstream's parser: the gateway's added fields may push a
-// head that just fit over the client-side limits.
-Limits roomyLimits() {
-  Limits limits;
-  limits.header_block_size = 1 << 20;
-  limits.header_field_count = 1 << 16;
-  return limits;
-}
-
 // Whitespace or a control byte: never part of a request target.
 bool hasForbiddenByte(std::string_view text) {
   for (char c : text) {

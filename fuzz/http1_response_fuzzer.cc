@@ -59,13 +59,6 @@ Limits limitsFor(uint8_t selector) {
   return limits;
 }
 
-Limits roomyLimits() {
-  Limits limits;
-  limits.header_block_size = 1 << 20;
-  limits.header_field_count = 1 << 16;
-  return limits;
-}
-
 void checkParsedHead(const ResponseHead& head, const std::vector<char>& buffer) {
   const char* begin = buffer.data();
   const char* end = begin + buffer.size();

@@ -90,10 +90,7 @@ class ConnectionListedNames {
     for (const HeaderField& field : headers) {
       if (!equalsIgnoringCase(field.name, "connection")) continue;
       forEachListToken(field.value, [&](std::string_view token) {
-        if (count_ < kMax)
-          names_[count_++] = token;
-        else
-          overflow_ = true;
+        if (count_ < kMax) names_[count_++] = token;
       });
     }
   }
@@ -106,10 +103,9 @@ class ConnectionListedNames {
   bool empty() const { return count_ == 0; }
 
  private:
-  static constexpr size_t kMax = 16;
+  static constexpr size_t kMax = 16;  // more listed: only the first 16 are honoured
   std::string_view names_[kMax];
   size_t count_ = 0;
-  bool overflow_ = false;  // more than kMax listed: only the first kMax are honoured
 };
 
 bool isRequestIdByte(char c) {
