@@ -26,9 +26,9 @@
 #include "auth/access_token.h"
 #include "auth/base64url.h"
 #include "config/gateway_config.h"
-#include "control_client.h"
 #include "route/route_json.h"
 #include "route_file.h"
+#include "service/service_client.h"
 
 namespace {
 
@@ -83,15 +83,16 @@ class Command {
       std::getline(stream, token);
       while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
     }
-    client_ = std::make_unique<ControlClient>(options_.url.empty() ? options_.socket : "",
+    client_ = std::make_unique<ServiceClient>(options_.url.empty() ? options_.socket : "",
                                               options_.url, token);
+    client_->setUserAgent("spacegatectl");
     return true;
   }
 
   // Calls the API; on failure prints why and sets the exit code.
   bool call(const std::string& method, const std::string& target, const std::string& body,
             nlohmann::json& reply, int& exit_code) {
-    ControlReply raw;
+    ServiceReply raw;
     std::string error;
     if (!client_->call(method, target, body, raw, error)) {
       std::fprintf(stderr, "spacegatectl: cannot reach the gateway: %s\n", error.c_str());
@@ -118,7 +119,7 @@ class Command {
 
  private:
   const Options& options_;
-  std::unique_ptr<ControlClient> client_;
+  std::unique_ptr<ServiceClient> client_;
   int last_status_ = 0;
 };
 

@@ -1,5 +1,6 @@
-#include "control_client.h"
+#include "service/service_client.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -16,26 +17,61 @@ namespace spacegate {
 
 namespace {
 
-constexpr int kTimeoutMs = 60'000;
-
 class BodyCollector : public Http1MessageParser::BodyHandler {
  public:
-  explicit BodyCollector(std::string& body) : body_(body) {}
-  void onBodyData(const char* data, size_t size) override { body_.append(data, size); }
+  BodyCollector(std::string& body, size_t limit) : body_(body), limit_(limit) {}
+  void onBodyData(const char* data, size_t size) override {
+    if (body_.size() + size > limit_) {
+      too_large_ = true;
+      return;
+    }
+    body_.append(data, size);
+  }
   void onMessageComplete(const std::vector<std::pair<std::string, std::string>>&) override {}
+  bool tooLarge() const { return too_large_; }
 
  private:
   std::string& body_;
+  size_t limit_;
+  bool too_large_ = false;
 };
 
-bool waitFor(int fd, short events) {
+bool waitFor(int fd, short events, int timeout_ms) {
   pollfd entry{fd, events, 0};
-  return ::poll(&entry, 1, kTimeoutMs) > 0;
+  while (true) {
+    int result = ::poll(&entry, 1, timeout_ms);
+    if (result < 0 && errno == EINTR) continue;
+    return result > 0;
+  }
+}
+
+// connect() with a deadline: a machine whose network is gone would
+// otherwise hold a health check for the kernel's SYN retries (minutes).
+bool connectWithin(int fd, const sockaddr* address, socklen_t length, int timeout_ms) {
+  int flags = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int result = ::connect(fd, address, length);
+  if (result != 0 && errno == EINPROGRESS) {
+    if (!waitFor(fd, POLLOUT, timeout_ms)) {
+      errno = ETIMEDOUT;
+      return false;
+    }
+    int socket_error = 0;
+    socklen_t size = sizeof socket_error;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &socket_error, &size);
+    if (socket_error != 0) {
+      errno = socket_error;
+      return false;
+    }
+    result = 0;
+  }
+  ::fcntl(fd, F_SETFL, flags);
+  return result == 0;
 }
 
 }  // namespace
 
-int ControlClient::connectSocket(std::string& host_header, std::string& error) {
+int ServiceClient::connectSocket(std::string& host_header, std::string& error) const {
   if (!socket_path_.empty()) {
     host_header = "localhost";
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -47,7 +83,7 @@ int ControlClient::connectSocket(std::string& host_header, std::string& error) {
       return -1;
     }
     std::memcpy(address.sun_path, socket_path_.c_str(), socket_path_.size());
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    if (!connectWithin(fd, reinterpret_cast<sockaddr*>(&address), sizeof address, timeout_ms_)) {
       error = socket_path_ + ": " + std::strerror(errno);
       ::close(fd);
       return -1;
@@ -78,7 +114,7 @@ int ControlClient::connectSocket(std::string& host_header, std::string& error) {
   int fd = -1;
   for (addrinfo* entry = results; entry; entry = entry->ai_next) {
     fd = ::socket(entry->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && ::connect(fd, entry->ai_addr, entry->ai_addrlen) == 0) break;
+    if (fd >= 0 && connectWithin(fd, entry->ai_addr, entry->ai_addrlen, timeout_ms_)) break;
     error = url_ + ": " + std::strerror(errno);
     if (fd >= 0) ::close(fd);
     fd = -1;
@@ -87,13 +123,15 @@ int ControlClient::connectSocket(std::string& host_header, std::string& error) {
   return fd;
 }
 
-bool ControlClient::call(const std::string& method, const std::string& target,
-                         const std::string& body, ControlReply& reply, std::string& error) {
+bool ServiceClient::call(const std::string& method, const std::string& target,
+                         const std::string& body, ServiceReply& reply, std::string& error) const {
+  reply = ServiceReply{};
   std::string host_header;
   int fd = connectSocket(host_header, error);
   if (fd < 0) return false;
+  if (!host_override_.empty()) host_header = host_override_;
   std::string request = method + " " + target + " HTTP/1.1\r\nHost: " + host_header +
-                        "\r\nConnection: close\r\nUser-Agent: spacegatectl\r\n";
+                        "\r\nConnection: close\r\nUser-Agent: " + user_agent_ + "\r\n";
   if (!token_.empty()) request += "Authorization: Bearer " + token_ + "\r\n";
   if (!body.empty() || method == "PUT" || method == "PATCH" || method == "POST") {
     request +=
@@ -103,7 +141,7 @@ bool ControlClient::call(const std::string& method, const std::string& target,
   request += body;
   size_t sent = 0;
   while (sent < request.size()) {
-    if (!waitFor(fd, POLLOUT)) {
+    if (!waitFor(fd, POLLOUT, timeout_ms_)) {
       error = "timed out sending the request";
       ::close(fd);
       return false;
@@ -124,10 +162,10 @@ bool ControlClient::call(const std::string& method, const std::string& target,
   ResponseHead head;
   bool head_done = false;
   bool complete = false;
-  BodyCollector collector(reply.body);
+  BodyCollector collector(reply.body, max_reply_size_);
   char buffer[64 * 1024];
   while (!complete) {
-    if (!waitFor(fd, POLLIN)) {
+    if (!waitFor(fd, POLLIN, timeout_ms_)) {
       error = "timed out waiting for the reply";
       ::close(fd);
       return false;
@@ -139,7 +177,7 @@ bool ControlClient::call(const std::string& method, const std::string& target,
         complete = true;
         break;
       }
-      error = "the gateway closed the connection before a complete reply";
+      error = "the server closed the connection before a complete reply";
       ::close(fd);
       return false;
     }
@@ -154,6 +192,12 @@ bool ControlClient::call(const std::string& method, const std::string& target,
           return false;
         }
         reply.status = head.status;
+        reply.headers.clear();
+        for (const HeaderField& field : head.headers) {
+          std::string name(field.name);
+          for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          reply.headers.emplace_back(std::move(name), std::string(field.value));
+        }
         input.erase(0, parser.headConsumed());
         if (head.status >= 100 && head.status < 200) {
           parser.reset();
@@ -171,6 +215,11 @@ bool ControlClient::call(const std::string& method, const std::string& target,
       }
       input.erase(0, result.consumed);
       complete = result.complete;
+      if (collector.tooLarge()) {
+        error = "the reply is larger than " + std::to_string(max_reply_size_) + " bytes";
+        ::close(fd);
+        return false;
+      }
     }
   }
   ::close(fd);
