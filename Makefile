@@ -30,7 +30,7 @@ demo: build
 # (e.g. ARGS="--scenarios keepalive-small --duration 5 --rounds 3 --workers 2").
 # `make perf-smoke` is the short CI check: it fails on spacegate errors or a
 # broken harness, never on speed.
-.PHONY: perf perf-smoke perf-reload perf-micro
+.PHONY: perf perf-smoke perf-reload perf-micro perf-runner
 perf: build
 	/usr/bin/python3 perf/load_harness.py --spacegate $(BUILD_DIR)/proxy/spacegate \
 	  --micro $(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
@@ -42,6 +42,14 @@ perf-reload: build
 
 perf-smoke: build
 	/usr/bin/python3 perf/load_harness.py --smoke --spacegate $(BUILD_DIR)/proxy/spacegate
+
+# Runner: warm/cold machine times, Gitspace setup to IDE, memory per
+# machine, a pool of 50 (needs root for namespaces; docs/perf.md).
+perf-runner: build
+	SPACEGATE_RUNNER_BINARY=$(BUILD_DIR)/runner/spacegate-runner \
+	  SPACEGATE_AGENT_BINARY=$(BUILD_DIR)/runner/spacegate-agent \
+	  SPACEGATECTL_BINARY=$(BUILD_DIR)/control/cli/spacegatectl \
+	  /usr/bin/python3 perf/runner_bench.py $(ARGS)
 
 perf-micro: build
 	$(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
@@ -57,7 +65,8 @@ perf-micro: build
 # are merged (-set_cover_merge=1) into fuzz/corpus/<target>/.
 ASAN_BUILD_DIR ?= build-asan
 FUZZ_BUILD_DIR ?= build-fuzz
-FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_token control_api
+FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_token control_api \
+  devcontainer
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
 SANITIZER_REPORTS = $(abspath $(ASAN_BUILD_DIR))/sanitizer-reports

@@ -6,55 +6,13 @@
 #include <sstream>
 
 #include "auth/base64url.h"
+#include "config/config_fields.h"
 #include "config/yaml_document.h"
 #include "control_api/key_ring_store.h"
 #include "route/route_json.h"
 
 namespace spacegate {
 
-namespace {
-
-bool checkKeys(const nlohmann::json& object, const std::string& path,
-               const std::set<std::string>& known, ValidationError& error) {
-  if (!object.is_object()) return rejectField(error, path, "must be a mapping");
-  for (const auto& [key, value] : object.items()) {
-    if (!known.count(key)) {
-      return rejectField(error, path.empty() ? key : path + "." + key, "unknown key");
-    }
-  }
-  return true;
-}
-
-bool readDuration(const nlohmann::json& object, const char* key, const std::string& path,
-                  uint64_t& out, ValidationError& error) {
-  auto it = object.find(key);
-  if (it == object.end()) return true;
-  std::string field = path + "." + key;
-  if (!it->is_string() || !parseDuration(it->get<std::string>(), out)) {
-    return rejectField(error, field,
-                       "must be a duration such as \"500ms\", \"10s\", \"5m\", \"1h\"");
-  }
-  return true;
-}
-
-template <typename Integer>
-bool readCount(const nlohmann::json& object, const char* key, const std::string& path, Integer& out,
-               uint64_t minimum, uint64_t maximum, ValidationError& error) {
-  auto it = object.find(key);
-  if (it == object.end()) return true;
-  std::string field = path.empty() ? key : path + "." + key;
-  if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
-      static_cast<uint64_t>(it->get<int64_t>()) < minimum ||
-      static_cast<uint64_t>(it->get<int64_t>()) > maximum) {
-    return rejectField(error, field,
-                       "must be a whole number from " + std::to_string(minimum) + " to " +
-                           std::to_string(maximum));
-  }
-  out = static_cast<Integer>(it->get<int64_t>());
-  return true;
-}
-
-}  // namespace
 
 bool parseDuration(const std::string& text, uint64_t& milliseconds) {
   uint64_t number = 0;

@@ -22,11 +22,11 @@ class LoopMailbox {
   }
   // Thread-safe.
   void post(Task task) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (closed_) return;
-      tasks_.push_back(std::move(task));
-    }
+    // The wake-up is sent under the lock: close() takes it too, so the
+    // handle cannot be closed between the check and the send.
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    tasks_.push_back(std::move(task));
     uv_async_send(&async_);
   }
   // Loop thread: no more tasks; the handle closes.

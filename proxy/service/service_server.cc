@@ -146,12 +146,17 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
       exchange_->markClientGone();
       exchange_.reset();
     }
-    uv_close(reinterpret_cast<uv_handle_t*>(&idle_timer_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&socket_), [](uv_handle_t* handle) {
+    // Both handles live inside this object: it goes when the second close
+    // completes (libuv finishes closes in an order of its own).
+    auto on_closed = [](uv_handle_t* handle) {
       auto* self = static_cast<ServiceConnection*>(handle->data);
+      if (--self->handles_closing_ > 0) return;
       self->server_.connectionClosed(self);
       delete self;
-    });
+    };
+    handles_closing_ = 2;
+    uv_close(reinterpret_cast<uv_handle_t*>(&idle_timer_), on_closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&socket_), on_closed);
   }
 
   // Called through the exchange, on the loop thread.
@@ -246,6 +251,9 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
       return;
     }
     self->input_.append(buffer->base, static_cast<size_t>(nread));
+    // A body that keeps arriving is progress; a head must come whole within
+    // one idle period (slow-header clients are cut off).
+    if (self->state_ == State::kReadingBody) self->armIdleTimer();
     self->process();
   }
 
@@ -409,6 +417,7 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
   bool closed_ = false;
   bool resume_posted_ = false;
   int pending_writes_ = 0;
+  int handles_closing_ = 0;
   char read_space_[64 * 1024];
 };
 
