@@ -66,7 +66,7 @@ perf-micro: build
 ASAN_BUILD_DIR ?= build-asan
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_token control_api \
-  devcontainer
+  devcontainer runner_config
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
 SANITIZER_REPORTS = $(abspath $(ASAN_BUILD_DIR))/sanitizer-reports

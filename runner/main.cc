@@ -128,7 +128,20 @@ int main(int argc, char** argv) {
                  failure.message().c_str());
     return 1;
   }
-  ::chmod(config.state_dir.c_str(), 0700);
+  // Others may pass through (a Gitspace user reaches its disk inside), not list.
+  ::chmod(config.state_dir.c_str(), 0711);
+  for (std::filesystem::path folder = std::filesystem::path(config.state_dir).parent_path();
+       !folder.empty() && folder != folder.root_path(); folder = folder.parent_path()) {
+    struct stat info {};
+    if (::stat(folder.c_str(), &info) == 0 && !(info.st_mode & S_IXOTH)) {
+      logEvent(LogLevel::kWarning,
+               "others may not pass through a folder above state_dir: Gitspaces whose user is "
+               "not root cannot reach their disks")
+          .with("folder", folder.string())
+          .emit();
+      break;
+    }
+  }
   MachineStore store;
   if (!store.open(config.state_dir + "/runner.db", message)) {
     std::fprintf(stderr, "spacegate-runner: %s\n", message.c_str());

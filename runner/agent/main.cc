@@ -107,6 +107,13 @@ int main(int argc, char** argv) {
   ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(022);
+  // In its own UTS namespace, the machine is named after itself (shells and
+  // IDEs show it).
+  if (config.sandboxed && ::sethostname(config.machine_id.data(), config.machine_id.size()) != 0) {
+    logEvent(LogLevel::kWarning, "cannot set the machine's host name")
+        .with("error", std::strerror(errno))
+        .emit();
+  }
   if (!config.sandboxed && ::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     logEvent(LogLevel::kWarning,
              "not a child subreaper: processes that daemonize may outlive a stop")

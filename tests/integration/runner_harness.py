@@ -68,9 +68,12 @@ def http_json(host, port, method, path, body=None, token=None, timeout=10):
 class Runner:
     """A real spacegate-runner on a loopback port with its own state folder."""
 
-    def __init__(self, pools, state_dir=None, extra=None, keys_file=None):
+    def __init__(self, pools, state_dir=None, extra=None, keys_file=None, run_as=None):
         require_binaries()
         self.tmp = tempfile.mkdtemp(prefix="sg-runner-")
+        # Like /var/lib: others may pass (a Gitspace's non-root user reaches
+        # its disk below), not list.
+        os.chmod(self.tmp, 0o711)
         self.state_dir = state_dir or os.path.join(self.tmp, "state")
         self.port = free_port()
         self.config = {
@@ -88,6 +91,9 @@ class Runner:
         self.config_path = os.path.join(self.tmp, "runner.yaml")
         self.log_path = os.path.join(self.tmp, "runner.log")
         self.process = None
+        # [uid, gid]: start the runner as that user (setpriv), as a runner
+        # without root runs.
+        self.run_as = run_as
 
     def write_config(self):
         with open(self.config_path, "w") as f:
@@ -96,8 +102,12 @@ class Runner:
     def start(self, timeout=20):
         self.write_config()
         self.log = open(self.log_path, "ab")
+        command = [RUNNER_BINARY, "--config", self.config_path]
+        if self.run_as:
+            command = ["setpriv", "--reuid", str(self.run_as[0]), "--regid", str(self.run_as[1]),
+                       "--clear-groups", "--"] + command
         self.process = subprocess.Popen(
-            [RUNNER_BINARY, "--config", self.config_path],
+            command,
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         def up():
             if self.process.poll() is not None:

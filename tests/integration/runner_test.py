@@ -13,6 +13,7 @@ import asyncio
 import http.client
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ DEVCONTAINER = """{
   "name": "runner-test",
   "image": "mcr.microsoft.com/devcontainers/python:3",
   "containerEnv": { "GREETING": "hello from containerEnv", },
+  "remoteUser": "nobody",
   "forwardPorts": [3000, "localhost:5000",],
   /* run once */
   "postCreateCommand": "echo \\"$GREETING\\" > created.txt",
@@ -224,7 +226,10 @@ class GitspaceMachineTest(NamespaceTestCase):
         workspace = os.path.join(disk, "workspace", "repo")
         with open(os.path.join(workspace, "created.txt")) as f:
             self.assertEqual(f.read(), "hello from containerEnv\n")
-        self.assertTrue(os.path.exists(os.path.join(workspace, "kernel.txt")))
+        # The devcontainer's remoteUser ran the commands and the IDE.
+        nobody = pwd.getpwnam("nobody").pw_uid
+        self.assertEqual(os.stat(os.path.join(workspace, "created.txt")).st_uid, nobody)
+        self.assertEqual(os.stat(os.path.join(workspace, "kernel.txt")).st_uid, nobody)
 
         # Stop: no process of the machine is left; the disk stays.
         status, body = runner.api("POST", "/v1/machines/%s/stop" % machine["id"])
@@ -366,6 +371,39 @@ class FallbackTest(unittest.TestCase):
             self.assertTrue(wait_until(lambda: runner.machine(machine["id"]) is None, 30))
             self.assertEqual(processes_mentioning(folder), [])
             self.assertFalse(os.path.exists(folder))
+        finally:
+            runner.clean_up()
+
+
+class NotRootFallbackTest(unittest.TestCase):
+    """`sandbox: auto` in a runner that is not root: it falls back to
+    processes on loopback ports, and says so in /v1/pools and its log."""
+
+    def test_runner_without_root_falls_back_and_says_so(self):
+        require_binaries()
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root to start the runner as another user")
+        nobody = pwd.getpwnam("nobody")
+        keys_dir = tempfile.mkdtemp(prefix="sg-runner-keys-")
+        key = TokenKey(keys_dir, "cp-1")
+        os.chmod(keys_dir, 0o755)
+        os.chmod(key.pub_path, 0o644)
+        port_base = 48000 + (os.getpid() % 500) * 8
+        runner = Runner([{"name": "user", "min": 1, "max": 1,
+                          "process": {"port_base": port_base}}],
+                        keys_file=key.pub_path, run_as=(nobody.pw_uid, nobody.pw_gid))
+        os.makedirs(runner.state_dir)
+        os.chown(runner.state_dir, nobody.pw_uid, nobody.pw_gid)
+        os.chown(runner.tmp, nobody.pw_uid, nobody.pw_gid)
+        runner.start()
+        try:
+            state = runner.wait_pool("user", lambda p: p["warm"] == 1, 30, "1 warm")
+            self.assertIn("no namespaces", state["isolation"])
+            self.assertIn("not root", state["isolation"])
+            self.assertIn("no namespaces: machines are plain child processes", runner.log_text())
+            machine = [m for m in runner.machines() if m["state"] == "warm"][0]
+            self.assertEqual(machine["address"], "127.0.0.1")
+            self.assertEqual(machine["agent_port"], port_base)
         finally:
             runner.clean_up()
 

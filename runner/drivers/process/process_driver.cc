@@ -158,7 +158,9 @@ bool ProcessDriver::create(const MachineSpec& spec, std::string& error) {
     error = folder + ": " + failure.message();
     return false;
   }
-  ::chmod(folder.c_str(), 0700);
+  // Passable, not listable: a Gitspace user other than root reaches disk/
+  // through it; agent.json and the logs stay 0600.
+  ::chmod(folder.c_str(), 0711);
   if (!spec.kept_disk.empty() && fs::exists(spec.kept_disk) && !fs::exists(folder + "/disk")) {
     fs::rename(spec.kept_disk, folder + "/disk", failure);
     if (failure) {
