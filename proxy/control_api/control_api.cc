@@ -354,7 +354,9 @@ ControlResponse ControlApi::activity() {
   std::map<std::string, Activity> by_gitspace;
   RouteTableSnapshot table = routes_.current();
   table->forEach([&](const Route& route) {
-    if (route.gitspace.empty()) return;
+    // User traffic only: the agent route carries the delegate's own calls,
+    // which must not keep an idle Gitspace awake.
+    if (route.gitspace.empty() || route.access == RouteAccess::kAgent) return;
     Activity& activity = by_gitspace[route.gitspace];
     const RouteStats& stats = *route.stats;
     activity.last_unix_ms = std::max(activity.last_unix_ms,

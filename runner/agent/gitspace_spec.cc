@@ -7,6 +7,7 @@
 #include "runner/agent/gitspace_spec.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace spacegate {
 
@@ -97,6 +98,27 @@ bool checkBranch(const std::string& branch, SpecError& error) {
       branch.find("//") != std::string::npos || branch.front() == '/' || branch.back() == '/' ||
       branch.back() == '.' || branch.ends_with(".lock") || branch == "@") {
     return fail(error, field, "is not a valid git branch name");
+  }
+  return true;
+}
+
+bool checkBasePath(const std::string& path, SpecError& error) {
+  const char* field = "base_path";
+  if (path.empty() || path.size() > kMaxBasePathLength || path.front() != '/' ||
+      path.back() != '/') {
+    return fail(error, field,
+                "must start and end with '/', at most " + std::to_string(kMaxBasePathLength) +
+                    " characters");
+  }
+  for (char c : path) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '/' && c != '-' && c != '_' &&
+        c != '.' && c != '~') {
+      return fail(error, field, "may hold only [A-Za-z0-9/._~-]");
+    }
+  }
+  if (path.find("//") != std::string::npos || path.find("/../") != std::string::npos ||
+      path.find("/./") != std::string::npos) {
+    return fail(error, field, "must not hold empty, '.' or '..' segments");
   }
   return true;
 }
@@ -247,8 +269,8 @@ bool gitspaceSpecFromJson(const nlohmann::json& document, GitspaceSpec& spec, Sp
   if (!document.is_object()) return fail(error, "", "body must be a JSON object");
   std::vector<std::string> unknown;
   for (const auto& [key, value] : document.items()) {
-    static const char* const kKnown[] = {"repository", "branch", "devcontainer_path",
-                                         "ide",        "env",    "user"};
+    static const char* const kKnown[] = {
+        "repository", "branch", "devcontainer_path", "base_path", "ide", "env", "user"};
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       unknown.push_back(key.substr(0, 80));
     }
@@ -276,6 +298,11 @@ bool gitspaceSpecFromJson(const nlohmann::json& document, GitspaceSpec& spec, Sp
        !checkDevcontainerPath(parsed.devcontainer_path, error))) {
     return false;
   }
+  if (document.contains("base_path") &&
+      (!readString(document["base_path"], "base_path", parsed.base_path, error) ||
+       !checkBasePath(parsed.base_path, error))) {
+    return false;
+  }
   if (!document.contains("ide")) return fail(error, "ide", "required: jupyter, vscode-web or ssh");
   std::string ide;
   if (!readString(document["ide"], "ide", ide, error)) return false;
@@ -301,6 +328,7 @@ nlohmann::json gitspaceSpecToJson(const GitspaceSpec& spec) {
       {"repository", spec.repository},
       {"branch", spec.branch},
       {"devcontainer_path", spec.devcontainer_path},
+      {"base_path", spec.base_path},
       {"ide", ideKindName(spec.ide)},
       {"env", env},
       {"user", {{"name", spec.user.name}, {"ssh_authorized_keys", spec.user.ssh_authorized_keys}}}};

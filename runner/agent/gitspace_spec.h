@@ -37,6 +37,10 @@ struct GitspaceSpec {
   std::string repository;
   std::string branch;             // empty: the repository's default branch
   std::string devcontainer_path;  // relative to the clone; empty: the usual places
+  // The path the IDE serves under ("/gs/gs-abc/"), so that the gateway's
+  // host form and path form reach one upstream without rewriting. Jupyter's
+  // base_url; code-server has none (the gateway strips the prefix for it).
+  std::string base_path = "/";
   IdeKind ide = IdeKind::kJupyter;
   std::map<std::string, std::string> env;
   GitspaceUser user;
@@ -47,6 +51,7 @@ struct GitspaceSpec {
 constexpr size_t kMaxRepositoryLength = 4096;
 constexpr size_t kMaxBranchLength = 255;
 constexpr size_t kMaxDevcontainerPathLength = 1024;
+constexpr size_t kMaxBasePathLength = 256;
 constexpr size_t kMaxSpecEnvEntries = 1024;
 constexpr size_t kMaxSpecEnvNameLength = 256;
 constexpr size_t kMaxAuthorizedKeys = 256;

@@ -168,7 +168,8 @@ bool prepareIdeLaunch(const GitspaceSpec& spec, const AgentConfig& config,
                                        "--NotebookApp.token=",
                                        "--NotebookApp.password=",
                                        "--NotebookApp.allow_origin=*",
-                                       "--NotebookApp.notebook_dir=" + prepared.workspace};
+                                       "--NotebookApp.notebook_dir=" + prepared.workspace,
+                                       "--NotebookApp.base_url=" + spec.base_path};
       if (prepared.user.isRoot()) argv.push_back("--allow-root");
       launch.child = setup.commandSpec(std::move(argv), prepared);
       return true;

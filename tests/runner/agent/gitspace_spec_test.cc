@@ -211,3 +211,28 @@ TEST(GitspaceSpecTest, EnvironmentNames) {
 
 }  // namespace
 }  // namespace spacegate
+
+namespace spacegate {
+namespace {
+
+TEST(GitspaceSpecTest, BasePath) {
+  GitspaceSpec spec;
+  SpecError error;
+  ASSERT_TRUE(parseGitspaceSpec(R"({"repository": "/r.git", "ide": "jupyter"})", spec, error));
+  EXPECT_EQ(spec.base_path, "/");
+  ASSERT_TRUE(parseGitspaceSpec(
+      R"({"repository": "/r.git", "ide": "jupyter", "base_path": "/gs/gs-1a2b/"})", spec, error))
+      << error.message;
+  EXPECT_EQ(spec.base_path, "/gs/gs-1a2b/");
+  EXPECT_EQ(gitspaceSpecToJson(spec)["base_path"], "/gs/gs-1a2b/");
+  for (const char* bad :
+       {"", "gs/x/", "/gs/x", "/gs//x/", "/gs/../x/", "/gs/./x/", "/a b/", "/gs/\"x/"}) {
+    std::string body = std::string(R"({"repository": "/r.git", "ide": "jupyter", "base_path": )") +
+                       nlohmann::json(bad).dump() + "}";
+    EXPECT_FALSE(parseGitspaceSpec(body, spec, error)) << bad;
+    EXPECT_EQ(error.field, "base_path") << bad;
+  }
+}
+
+}  // namespace
+}  // namespace spacegate
