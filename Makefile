@@ -12,6 +12,14 @@ all: build
 setup:
 	@scripts/setup.sh
 
+# code-server, the `vscode-web` IDE (the runner's `code_server` key): Node.js
+# 24 and code-server from npm into /opt/spacegate/code-server, its native
+# modules built here (about 2 minutes and 800 MB). Not part of `setup`;
+# tests/integration/vscode_web_test.py skips without it.
+.PHONY: install-code-server
+install-code-server:
+	@scripts/install_code_server.sh
+
 configure: setup
 	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS) >/dev/null
 

@@ -181,7 +181,7 @@ bool prepareIdeLaunch(const GitspaceSpec& spec, const AgentConfig& config,
       }
       launch.child = setup.commandSpec(
           {config.code_server, "--bind-addr", hostPort(config.ide_host, launch.port), "--auth",
-           "none", "--disable-telemetry", prepared.workspace},
+           "none", "--disable-telemetry", "--disable-update-check", prepared.workspace},
           prepared);
       return true;
     }
