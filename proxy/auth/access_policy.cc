@@ -274,7 +274,10 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
   std::string_view credential = from_header ? bearer : cookie_token;
   if (credential.empty()) return refuse("no credentials");
   if (credential.size() > kMaxTokenLength) return refuse("malformed token");
-  decision.strip_authorization = from_header;
+  // An agent route forwards the bearer token: the agent checks it again
+  // itself (a machine trusts no one on the network, the gateway included).
+  // Everywhere else the gateway's token stops at the gateway.
+  decision.strip_authorization = from_header && route.access != RouteAccess::kAgent;
   const AccessToken* token = nullptr;
   TokenCheck check = context.cache.check(credential, context.keys, context.now_unix, token);
   if (check != TokenCheck::kValid) return refuse(tokenCheckName(check));

@@ -168,6 +168,9 @@ bool prepareIdeLaunch(const GitspaceSpec& spec, const AgentConfig& config,
                                        "--NotebookApp.token=",
                                        "--NotebookApp.password=",
                                        "--NotebookApp.allow_origin=*",
+                                       // Reached through the gateway under the Gitspace's
+                                       // own host name, never "localhost".
+                                       "--NotebookApp.allow_remote_access=True",
                                        "--NotebookApp.notebook_dir=" + prepared.workspace,
                                        "--NotebookApp.base_url=" + spec.base_path};
       if (prepared.user.isRoot()) argv.push_back("--allow-root");

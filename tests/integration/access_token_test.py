@@ -100,19 +100,24 @@ class AccessTokenTest(h.GatewayTestCase):
                          "%s: a refused request reached an origin" % what)
         return resp
 
-    def assertAllowed(self, what, host, **kw):
+    def assertAllowed(self, what, host, forwards_bearer=False, **kw):
         resp = self.send(host, **kw)
         self.assertEqual(resp.status, 200, "%s: expected 200 from the origin, got %r%s"
                          % (what, resp, self.gateway_context()))
         report = resp.json()
         names = [k.lower() for k, _ in report["headers"]]
-        for secret in (kw.get("bearer"), kw.get("cookie")):
+        for secret in (None if forwards_bearer else kw.get("bearer"), kw.get("cookie")):
             if secret:
                 for token in [p.split("=", 1)[-1] for p in secret.split(";")]:
                     if token.strip().startswith("v1."):
                         self.assertNotIn(token.strip(), json.dumps(report),
                                          "%s: the token reached the origin" % what)
-        if kw.get("bearer") is not None:
+        if forwards_bearer:
+            # Agent routes: the agent checks the token again itself.
+            self.assertIn(("authorization", "Bearer " + kw["bearer"]),
+                          [(k.lower(), v) for k, v in report["headers"]],
+                          "%s: the agent route must forward the bearer token" % what)
+        elif kw.get("bearer") is not None:
             self.assertNotIn("authorization", names,
                              "%s: the consumed Authorization header was forwarded: %r"
                              % (what, report["headers"]))
@@ -255,7 +260,7 @@ class AccessTokenTest(h.GatewayTestCase):
     def test_agent_route(self):
         agent = self.k1.sign("delegate-7", GS, scopes=["agent"])
         self.assertAllowed("agent token, bearer header, agent route", "agent.test",
-                           bearer=agent)
+                           bearer=agent, forwards_bearer=True)
         self.assertRefused("agent token as a cookie on the agent route", "agent.test",
                            cookie="sg_token=" + agent)
         resp = self.send("agent.test", path="/headers?sg_token=" + agent)
