@@ -143,8 +143,8 @@ TEST(IdeServerTest, CodeServerMustBeInstalled) {
   config.code_server = "/bin/true";  // any executable stands in
   ASSERT_TRUE(prepareIdeLaunch(spec, config, setup, prepared(), log, launch, error)) << error;
   std::vector<std::string> expected = {
-      "/bin/true", "--bind-addr",         "127.0.0.1:8888",     "--auth",
-      "none",      "--disable-telemetry", "/disk/workspace/app"};
+      "/bin/true", "--bind-addr",         "127.0.0.1:8888",         "--auth",
+      "none",      "--disable-telemetry", "--disable-update-check", "/disk/workspace/app"};
   EXPECT_EQ(launch.child.argv, expected);
 }
 
