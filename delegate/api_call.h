@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -42,6 +43,11 @@ ApiReply callApi(const ServiceClient& client, const std::string& method, const s
 
 // Compact JSON text (invalid UTF-8 replaced, never thrown on).
 std::string dumpJson(const nlohmann::json& value);
+
+// `text` as the control plane takes it in messages: terminal escape
+// sequences (colours, cursor moves) removed, other control characters but
+// tab turned into spaces, cut to `max_bytes` on a UTF-8 boundary.
+std::string plainText(std::string_view text, size_t max_bytes);
 
 // The user agent of every call: "spacegate-delegate/<version>".
 extern const char* const kDelegateVersion;

@@ -7,6 +7,14 @@ ApiReply ControlPlaneClient::call(const std::string& method, const std::string& 
   ServiceClient client = makeServiceClient(endpoint_, timeout_ms);
   // The route table of a large deployment is big; nothing else is.
   client.setMaxReplySize(512u << 20);
+  std::string delegate_id;
+  {
+    std::lock_guard<std::mutex> lock(delegate_id_mutex_);
+    delegate_id = delegate_id_;
+  }
+  if (!delegate_id.empty() && target != "/api/v1/delegate/register") {
+    client.addHeader("X-Spacegate-Delegate", delegate_id);
+  }
   return callApi(client, method, target, body);
 }
 
@@ -82,8 +90,8 @@ bool ControlPlaneClient::fetchRoutes(nlohmann::json& table, std::string& error) 
   if (!reply.body.is_object() || !reply.body.contains("version") ||
       !reply.body["version"].is_number_integer() || !reply.body.contains("routes") ||
       !reply.body["routes"].is_array()) {
-    error = "the route table is not {\"version\": N, \"routes\": [...]}: " +
-            reply.text.substr(0, 200);
+    error =
+        "the route table is not {\"version\": N, \"routes\": [...]}: " + reply.text.substr(0, 200);
     return false;
   }
   table = std::move(reply.body);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,13 @@ class ControlPlaneClient {
   bool postReport(const nlohmann::json& report, std::string& error) const;
 
   const std::string& url() const { return endpoint_.url; }
+  // Sent as X-Spacegate-Delegate on every call after registration, so the
+  // control plane tells delegates apart. Thread-safe (a re-registration may
+  // happen while tasks run).
+  void setDelegateId(std::string delegate_id) {
+    std::lock_guard<std::mutex> lock(delegate_id_mutex_);
+    delegate_id_ = std::move(delegate_id);
+  }
 
  private:
   ApiReply call(const std::string& method, const std::string& target, const nlohmann::json& body,
@@ -63,6 +71,8 @@ class ControlPlaneClient {
 
   ServiceEndpoint endpoint_;
   uint64_t timeout_ms_;
+  mutable std::mutex delegate_id_mutex_;
+  std::string delegate_id_;
 };
 
 }  // namespace spacegate

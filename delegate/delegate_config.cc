@@ -102,8 +102,8 @@ bool parseLimits(const nlohmann::json& object, DelegateLimits& limits, Validatio
          readMinimumDuration(object, "call_timeout", path, limits.call_timeout_ms, 100, error) &&
          readMinimumDuration(object, "agent_call_timeout", path, limits.agent_call_timeout_ms, 100,
                              error) &&
-         readMinimumDuration(object, "machine_ready_timeout", path,
-                             limits.machine_ready_timeout_ms, 1000, error) &&
+         readMinimumDuration(object, "machine_ready_timeout", path, limits.machine_ready_timeout_ms,
+                             1000, error) &&
          readMinimumDuration(object, "gitspace_setup_timeout", path,
                              limits.gitspace_setup_timeout_ms, 1000, error) &&
          readMinimumDuration(object, "machine_stop_timeout", path, limits.machine_stop_timeout_ms,
@@ -154,7 +154,8 @@ bool parseDelegateConfig(const nlohmann::json& root, DelegateConfig& config,
     return false;
   }
   if (config.name.empty()) return rejectField(error, "name", "required");
-  if (!validName(config.name)) return rejectField(error, "name", "must be 1 to 64 of [A-Za-z0-9._-]");
+  if (!validName(config.name))
+    return rejectField(error, "name", "must be 1 to 64 of [A-Za-z0-9._-]");
   if (config.control_plane.url.empty()) {
     return rejectField(error, "control_url", "required: the control plane's URL");
   }
@@ -219,8 +220,8 @@ bool readTokenFile(const std::string& path, std::string& token, std::string& rea
     token.pop_back();
   }
   if (token.size() < kMinTokenLength) {
-    reason = path + ": the token must be at least " + std::to_string(kMinTokenLength) +
-             " characters";
+    reason =
+        path + ": the token must be at least " + std::to_string(kMinTokenLength) + " characters";
     return false;
   }
   return true;
@@ -238,8 +239,7 @@ bool finishLoad(const std::string& file, const YamlDocument& document, DelegateC
     if (endpoint.token_file.empty()) return true;
     std::string reason;
     if (readTokenFile(endpoint.token_file, endpoint.token, reason)) return true;
-    message =
-        file + ":" + std::to_string(document.lineOf(field)) + ": " + field + ": " + reason;
+    message = file + ":" + std::to_string(document.lineOf(field)) + ": " + field + ": " + reason;
     return false;
   };
   if (!read(config.control_plane, "token_file") || !read(config.runner, "runner.token_file")) {
@@ -256,15 +256,13 @@ bool finishLoad(const std::string& file, const YamlDocument& document, DelegateC
 
 }  // namespace
 
-bool loadDelegateConfigFile(const std::string& file, DelegateConfig& config,
-                            std::string& message) {
+bool loadDelegateConfigFile(const std::string& file, DelegateConfig& config, std::string& message) {
   YamlDocument document;
   if (!loadYamlFile(file, document, message)) return false;
   return finishLoad(file, document, config, message);
 }
 
-bool loadDelegateConfigText(const std::string& text, DelegateConfig& config,
-                            std::string& message) {
+bool loadDelegateConfigText(const std::string& text, DelegateConfig& config, std::string& message) {
   YamlDocument document;
   if (!loadYamlText(text, document, message)) return false;
   return finishLoad("<text>", document, config, message);

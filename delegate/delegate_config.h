@@ -56,6 +56,9 @@ struct DelegateLimits {
   // How long the agent may take to answer at all after its route is pushed
   // (gateway 404/502/503/504, or unreachable, are retried until then).
   uint64_t agent_reach_timeout_ms = 60'000;
+  // How long a start waits for the control plane to take machine_assigned
+  // and for its route table to carry the agent route.
+  uint64_t control_plane_patience_ms = 30'000;
   // After SIGTERM, running tasks may finish for this long [shutdown_grace].
   uint64_t shutdown_grace_ms = 20'000;
   // Between two polls of a machine's or an agent's state.

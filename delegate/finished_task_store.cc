@@ -91,8 +91,8 @@ bool FinishedTaskStore::load(std::string& error) {
   bool valid = document.is_object() && document.contains("tasks") && document["tasks"].is_object();
   if (valid) {
     for (const auto& [id, value] : document["tasks"].items()) {
-      if (!value.is_object() || !value.contains("result") ||
-          !value.contains("finished_at_ms") || !value["finished_at_ms"].is_number_integer()) {
+      if (!value.is_object() || !value.contains("result") || !value.contains("finished_at_ms") ||
+          !value["finished_at_ms"].is_number_integer()) {
         valid = false;
         break;
       }
@@ -108,10 +108,11 @@ bool FinishedTaskStore::load(std::string& error) {
     std::string aside = path_ + ".corrupt-" + std::to_string(now_ms_());
     std::error_code failure;
     std::filesystem::rename(path_, aside, failure);
-    logEvent(LogLevel::kWarning, "state file is not the delegate's JSON; moved aside, starting empty")
+    logEvent(LogLevel::kWarning,
+             "state file is not the delegate's JSON; moved aside, starting empty")
         .with("state_file", path_)
-        .with("moved_to", failure ? std::string("(could not move: ") + failure.message() + ")"
-                                  : aside)
+        .with("moved_to",
+              failure ? std::string("(could not move: ") + failure.message() + ")" : aside)
         .emit();
     return true;
   }

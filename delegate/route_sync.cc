@@ -39,6 +39,14 @@ std::vector<GatewayPush> RouteSync::pushTable(const nlohmann::json& table) {
   nlohmann::json body = {{"version", table["version"]}, {"routes", table["routes"]}};
   std::string text = dumpJson(body);
   std::vector<GatewayPush> pushes;
+  if (table["version"].get<uint64_t>() == 0) {
+    // A control plane whose table never changed: gateways refuse version 0
+    // and start there themselves, so there is nothing to push.
+    for (const GatewayConfig& gateway : gateways_) {
+      pushes.push_back(GatewayPush{gateway.name, 0, true, ""});
+    }
+    return pushes;
+  }
   for (const GatewayConfig& gateway : gateways_) {
     ServiceClient client = makeServiceClient(gateway.control, timeout_ms_);
     ServiceReply reply;

@@ -32,10 +32,10 @@ BEGIN = "<!-- BEGIN runner results: written by perf/runner_bench.py -->"
 END = "<!-- END runner results -->"
 
 
-def pool(name, subnet, minimum, maximum):
+def pool(name, subnet, minimum, maximum, port_base=42000):
     return {"name": name, "min": minimum, "max": maximum,
             "process": {"subnet": subnet, "sandbox": "namespaces", "memory": 2048,
-                        "max_processes": 1024}}
+                        "max_processes": 1024, "port_base": port_base}}
 
 
 def ready_time(runner, pool_name, gitspace_id):
@@ -94,7 +94,7 @@ def main():
     keys = TokenKey(tempfile.mkdtemp(prefix="sg-bench-keys-"), "bench")
     rows = []
 
-    runner = Runner([pool("warm", "10.214.1.0/24", 1, 4), pool("cold", "10.214.2.0/24", 0, 4)],
+    runner = Runner([pool("warm", "10.214.1.0/24", 1, 4), pool("cold", "10.214.2.0/24", 0, 4, 43000)],
                     keys_file=keys.pub_path).start()
     try:
         warm, cold = [], []

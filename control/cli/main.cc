@@ -1,4 +1,5 @@
-// spacegatectl: the admin CLI for the gateway's control API.
+// spacegatectl: the admin CLI for the gateway's control API, and for
+// Gitspaces through the control plane (`gitspace ...`, gitspace_commands.h).
 //
 //   spacegatectl [--socket PATH | --url URL --token-file F] [--json] COMMAND
 //     routes list | routes get ID | routes apply -f FILE [--replace] | routes delete ID...
@@ -6,9 +7,10 @@
 //     keys list | keys apply -f FILE...      (access token public keys)
 //     token keygen --kid K --out PREFIX     (PREFIX.key mode 0600, PREFIX.pub)
 //     token sign --key F --sub U --gs G --ttl 8h [--scope S]... [--aud A]
+//   spacegatectl gitspace create|list|get|open|start|stop|reset|delete|wait|logs|ssh ...
 //
-// Exit codes: 0 done, 1 the gateway refused (the reason and field are
-// printed), 2 usage or a bad file, 3 the gateway could not be reached.
+// Exit codes: 0 done, 1 the gateway (or control plane) refused (the reason
+// and field are printed), 2 usage or a bad file, 3 it could not be reached.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -26,17 +28,16 @@
 #include "auth/access_token.h"
 #include "auth/base64url.h"
 #include "config/gateway_config.h"
+#include "control_plane_api.h"
+#include "gitspace_commands.h"
 #include "route/route_json.h"
 #include "route_file.h"
 #include "service/service_client.h"
+#include "text_table.h"
 
 namespace {
 
 using namespace spacegate;
-
-constexpr int kExitRefused = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitUnreachable = 3;
 
 struct Options {
   std::string socket = "/run/spacegate/control.sock";
@@ -44,23 +45,6 @@ struct Options {
   std::string token_file;
   bool json = false;
 };
-
-// Prints rows as aligned columns.
-void printTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& row : rows) {
-    if (widths.size() < row.size()) widths.resize(row.size(), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  }
-}
 
 std::string text(const nlohmann::json& value) {
   if (value.is_string()) return value.get<std::string>();
@@ -187,7 +171,9 @@ int writeWithNextVersion(Command& command, const Options& options, const std::st
 
 int main(int argc, char** argv) {
   Options options;
-  CLI::App app{"spacegatectl: administer a Spacegate gateway through its control API"};
+  CLI::App app{
+      "spacegatectl: administer a Spacegate gateway through its control API, and Gitspaces "
+      "through the control plane"};
   app.require_subcommand(1);
   app.add_option("--socket", options.socket, "control socket of the gateway")
       ->capture_default_str();
@@ -243,12 +229,15 @@ int main(int argc, char** argv) {
   sign->add_option("--iat", sign_iat, "issued-at, Unix seconds (tests)");
   sign->add_option("--exp", sign_exp, "expiry, Unix seconds (overrides --ttl; tests)");
 
+  GitspaceCommands gitspace_commands(app, options.json);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     int code = app.exit(error);
     return code == 0 ? 0 : kExitUsage;
   }
+  if (gitspace_commands.selected()) return gitspace_commands.run();
   if (*keygen) {
     SigningKey key = generateSigningKey(keygen_kid);
     nlohmann::json public_json = {{"kid", key.kid},

@@ -14,42 +14,47 @@ bool readPositiveDuration(const nlohmann::json& object, const char* key, const s
   if (!readDuration(object, key, path, out, error)) return false;
   if (out < minimum_ms) {
     std::string field = path.empty() ? key : path + "." + key;
-    return rejectField(error, field,
-                       "must be at least " + std::to_string(minimum_ms) + "ms");
+    return rejectField(error, field, "must be at least " + std::to_string(minimum_ms) + "ms");
   }
   return true;
 }
 
-bool parseLimits(const nlohmann::json& object, ControlLimits& limits, ValidationError& error) {
+bool parseLimits(const nlohmann::json& object, ControlPlaneLimits& limits, ValidationError& error) {
   const std::string path = "limits";
   return checkKeys(object, path,
                    {"max_body_size", "max_gitspaces_per_user", "max_event_streams",
-                    "events_per_gitspace", "max_task_attempts", "gateway_report_max_age",
-                    "stream_keepalive", "max_polls_per_delegate"},
+                    "max_event_streams_per_user", "max_stream_backlog", "events_per_gitspace",
+                    "max_task_attempts", "gateway_report_max_age", "stream_keepalive",
+                    "max_polls_per_delegate"},
                    error) &&
          readCount(object, "max_body_size", path, limits.max_body_size, 4096, 64u << 20, error) &&
          readCount(object, "max_gitspaces_per_user", path, limits.max_gitspaces_per_user, 1,
                    100'000, error) &&
          readCount(object, "max_event_streams", path, limits.max_event_streams, 1, 100'000,
                    error) &&
-         readCount(object, "events_per_gitspace", path, limits.events_per_gitspace, 10,
-                   10'000'000, error) &&
+         readCount(object, "max_event_streams_per_user", path, limits.max_event_streams_per_user, 1,
+                   100'000, error) &&
+         readCount(object, "max_stream_backlog", path, limits.max_stream_backlog, 64 * 1024,
+                   1u << 30, error) &&
+         readCount(object, "events_per_gitspace", path, limits.events_per_gitspace, 10, 10'000'000,
+                   error) &&
          readCount(object, "max_task_attempts", path, limits.max_task_attempts, 1, 1000, error) &&
          readPositiveDuration(object, "gateway_report_max_age", path,
                               limits.gateway_report_max_age_ms, 1000, error) &&
          readPositiveDuration(object, "stream_keepalive", path, limits.stream_keepalive_ms, 100,
                               error) &&
-         readCount(object, "max_polls_per_delegate", path, limits.max_polls_per_delegate, 1,
-                   10'000, error);
+         readCount(object, "max_polls_per_delegate", path, limits.max_polls_per_delegate, 1, 10'000,
+                   error);
 }
 
 }  // namespace
 
-bool parseControlConfig(const nlohmann::json& root, ControlConfig& config, ValidationError& error) {
+bool parseControlConfig(const nlohmann::json& root, ControlPlaneConfig& config,
+                        ValidationError& error) {
   if (root.is_null()) return true;  // an empty file: all defaults
   if (!checkKeys(root, "",
-                 {"listen", "state_dir", "public_url", "token_ttl", "agent_token_ttl",
-                  "task_lease", "deadlines", "default_idle_timeout", "log_level", "limits"},
+                 {"listen", "state_dir", "public_url", "token_ttl", "agent_token_ttl", "task_lease",
+                  "deadlines", "default_idle_timeout", "log_level", "limits"},
                  error) ||
       !readString(root, "listen", "", config.listen, error) ||
       !readString(root, "state_dir", "", config.state_dir, error) ||
@@ -58,8 +63,8 @@ bool parseControlConfig(const nlohmann::json& root, ControlConfig& config, Valid
       !readPositiveDuration(root, "agent_token_ttl", "", config.agent_token_ttl_ms, 10'000,
                             error) ||
       !readPositiveDuration(root, "task_lease", "", config.task_lease_ms, 1000, error) ||
-      !readPositiveDuration(root, "default_idle_timeout", "", config.default_idle_timeout_ms,
-                            1000, error) ||
+      !readPositiveDuration(root, "default_idle_timeout", "", config.default_idle_timeout_ms, 1000,
+                            error) ||
       !readString(root, "log_level", "", config.log_level, error)) {
     return false;
   }
@@ -86,7 +91,7 @@ bool parseControlConfig(const nlohmann::json& root, ControlConfig& config, Valid
     return rejectField(error, "public_url", "must be an http:// or https:// URL");
   }
   std::string message;
-  ControlConfig copy = config;
+  ControlPlaneConfig copy = config;
   if (!checkControlConfig(copy, message)) {
     size_t colon = message.find(": ");
     return rejectField(error, message.substr(0, colon), message.substr(colon + 2));
@@ -94,7 +99,7 @@ bool parseControlConfig(const nlohmann::json& root, ControlConfig& config, Valid
   return true;
 }
 
-bool checkControlConfig(ControlConfig& config, std::string& message) {
+bool checkControlConfig(ControlPlaneConfig& config, std::string& message) {
   SocketAddress address;
   std::string reason;
   if (!parseSocketAddress(config.listen, address, reason, false, false)) {
@@ -114,7 +119,7 @@ bool checkControlConfig(ControlConfig& config, std::string& message) {
 
 namespace {
 
-bool finishLoad(const std::string& file, const YamlDocument& document, ControlConfig& config,
+bool finishLoad(const std::string& file, const YamlDocument& document, ControlPlaneConfig& config,
                 std::string& message) {
   ValidationError error;
   if (!parseControlConfig(document.root, config, error)) {
@@ -127,13 +132,15 @@ bool finishLoad(const std::string& file, const YamlDocument& document, ControlCo
 
 }  // namespace
 
-bool loadControlConfigFile(const std::string& file, ControlConfig& config, std::string& message) {
+bool loadControlConfigFile(const std::string& file, ControlPlaneConfig& config,
+                           std::string& message) {
   YamlDocument document;
   if (!loadYamlFile(file, document, message)) return false;
   return finishLoad(file, document, config, message);
 }
 
-bool loadControlConfigText(const std::string& text, ControlConfig& config, std::string& message) {
+bool loadControlConfigText(const std::string& text, ControlPlaneConfig& config,
+                           std::string& message) {
   YamlDocument document;
   if (!loadYamlText(text, document, message)) return false;
   return finishLoad("<text>", document, config, message);

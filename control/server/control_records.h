@@ -96,17 +96,17 @@ const char* taskStateName(TaskState state);
 bool parseTaskState(std::string_view text, TaskState& state);
 
 struct TaskRecord {
-  std::string id;  // "t-<16 hex>"
+  std::string id;   // "t-<16 hex>"
   int64_t seq = 0;  // creation order: tasks are handed out oldest first
   TaskKind kind = TaskKind::kStart;
   std::string gitspace;
   TaskState state = TaskState::kQueued;
   std::string delegate;  // delegate id while leased (and after)
   int64_t lease_until_ms = 0;
-  int attempt = 0;       // times handed out
-  std::string payload;   // the task as last handed out (JSON, without the token)
-  std::string result;    // the result data (JSON) when done
-  std::string error;     // why it failed
+  int attempt = 0;             // times handed out
+  std::string payload;         // the task as last handed out (JSON, without the token)
+  std::string result;          // the result data (JSON) when done
+  std::string error;           // why it failed
   bool waiting_noted = false;  // the waiting_for_gateway event was written
   int64_t created_at_ms = 0;
   int64_t updated_at_ms = 0;

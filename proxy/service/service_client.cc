@@ -17,25 +17,6 @@ namespace spacegate {
 
 namespace {
 
-class BodyCollector : public Http1MessageParser::BodyHandler {
- public:
-  BodyCollector(std::string& body, size_t limit) : body_(body), limit_(limit) {}
-  void onBodyData(const char* data, size_t size) override {
-    if (body_.size() + size > limit_) {
-      too_large_ = true;
-      return;
-    }
-    body_.append(data, size);
-  }
-  void onMessageComplete(const std::vector<std::pair<std::string, std::string>>&) override {}
-  bool tooLarge() const { return too_large_; }
-
- private:
-  std::string& body_;
-  size_t limit_;
-  bool too_large_ = false;
-};
-
 bool waitFor(int fd, short events, int timeout_ms) {
   pollfd entry{fd, events, 0};
   while (true) {
@@ -70,6 +51,43 @@ bool connectWithin(int fd, const sockaddr* address, socklen_t length, int timeou
 }
 
 }  // namespace
+
+// Where the body of a reply goes: collected into the reply (bounded), or,
+// for stream() and a 2xx status, handed to the caller as it arrives.
+class ServiceClient::BodySink : public Http1MessageParser::BodyHandler {
+ public:
+  BodySink(std::string& collected, size_t limit,
+           const std::function<bool(std::string_view)>* on_body = nullptr)
+      : collected_(collected), limit_(limit), on_body_(on_body) {}
+
+  // The final status is known: decides where the body goes.
+  void setStatus(int status) { forward_ = on_body_ && status >= 200 && status < 300; }
+
+  void onBodyData(const char* data, size_t size) override {
+    if (forward_) {
+      if (!stopped_ && size > 0 && !(*on_body_)(std::string_view(data, size))) stopped_ = true;
+      return;
+    }
+    if (collected_.size() + size > limit_) {
+      too_large_ = true;
+      return;
+    }
+    collected_.append(data, size);
+  }
+  void onMessageComplete(const std::vector<std::pair<std::string, std::string>>&) override {}
+
+  bool tooLarge() const { return too_large_; }
+  // The caller's on_body asked to stop reading.
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::string& collected_;
+  size_t limit_;
+  const std::function<bool(std::string_view)>* on_body_;
+  bool forward_ = false;
+  bool too_large_ = false;
+  bool stopped_ = false;
+};
 
 int ServiceClient::connectSocket(std::string& host_header, std::string& error) const {
   if (!socket_path_.empty()) {
@@ -126,6 +144,22 @@ int ServiceClient::connectSocket(std::string& host_header, std::string& error) c
 bool ServiceClient::call(const std::string& method, const std::string& target,
                          const std::string& body, ServiceReply& reply, std::string& error) const {
   reply = ServiceReply{};
+  BodySink sink(reply.body, max_reply_size_);
+  return exchange(method, target, body, reply, sink, error);
+}
+
+bool ServiceClient::stream(const std::string& method, const std::string& target,
+                           const std::string& body,
+                           const std::function<bool(std::string_view chunk)>& on_body,
+                           ServiceReply& reply, std::string& error) const {
+  reply = ServiceReply{};
+  BodySink sink(reply.body, max_reply_size_, &on_body);
+  return exchange(method, target, body, reply, sink, error);
+}
+
+bool ServiceClient::exchange(const std::string& method, const std::string& target,
+                             const std::string& body, ServiceReply& reply, BodySink& sink,
+                             std::string& error) const {
   std::string host_header;
   int fd = connectSocket(host_header, error);
   if (fd < 0) return false;
@@ -133,6 +167,7 @@ bool ServiceClient::call(const std::string& method, const std::string& target,
   std::string request = method + " " + target + " HTTP/1.1\r\nHost: " + host_header +
                         "\r\nConnection: close\r\nUser-Agent: " + user_agent_ + "\r\n";
   if (!token_.empty()) request += "Authorization: Bearer " + token_ + "\r\n";
+  for (const auto& [name, value] : extra_headers_) request += name + ": " + value + "\r\n";
   if (!body.empty() || method == "PUT" || method == "PATCH" || method == "POST") {
     request +=
         "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
@@ -162,9 +197,8 @@ bool ServiceClient::call(const std::string& method, const std::string& target,
   ResponseHead head;
   bool head_done = false;
   bool complete = false;
-  BodyCollector collector(reply.body, max_reply_size_);
   char buffer[64 * 1024];
-  while (!complete) {
+  while (!complete && !sink.stopped()) {
     if (!waitFor(fd, POLLIN, timeout_ms_)) {
       error = "timed out waiting for the reply";
       ::close(fd);
@@ -173,7 +207,7 @@ bool ServiceClient::call(const std::string& method, const std::string& target,
     ssize_t received = ::recv(fd, buffer, sizeof buffer, 0);
     if (received < 0 && errno == EINTR) continue;
     if (received <= 0) {
-      if (head_done && head.framing == BodyFraming::kUntilClose && parser.finishAtEof(collector)) {
+      if (head_done && head.framing == BodyFraming::kUntilClose && parser.finishAtEof(sink)) {
         complete = true;
         break;
       }
@@ -204,10 +238,12 @@ bool ServiceClient::call(const std::string& method, const std::string& target,
           continue;
         }
         head_done = true;
+        sink.setStatus(head.status);
         if (!parser.expectsBody()) complete = true;
         continue;
       }
-      auto result = parser.parseBody(input.data(), input.size(), collector);
+      auto result = parser.parseBody(input.data(), input.size(), sink);
+      if (sink.stopped()) break;
       if (result.error) {
         error = "unreadable reply body";
         ::close(fd);
@@ -215,7 +251,7 @@ bool ServiceClient::call(const std::string& method, const std::string& target,
       }
       input.erase(0, result.consumed);
       complete = result.complete;
-      if (collector.tooLarge()) {
+      if (sink.tooLarge()) {
         error = "the reply is larger than " + std::to_string(max_reply_size_) + " bytes";
         ::close(fd);
         return false;

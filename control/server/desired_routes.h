@@ -1,0 +1,28 @@
+// The desired gateway routes of a Gitspace, from its state, its machine and
+// its infra (docs/control-plane.md, "Routes"), and the URLs users open.
+// Pure functions: ControlPlane compares a Gitspace's routes before and after
+// a change to know when the route revision must grow.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "control/server/control_records.h"
+
+namespace spacegate {
+
+// Route objects as the gateway's PUT /routes takes them (docs/routes.md).
+std::vector<nlohmann::json> desiredRoutesFor(const GitspaceRecord& gitspace,
+                                             const InfraRecord& infra);
+
+// "<scheme>://gs.D[:port]/gs/gs/" (the port left out when it is the scheme's
+// default) and "<scheme>://D[:port]/gs/gs/".
+std::string gitspaceUrl(const GitspaceRecord& gitspace, const InfraRecord& infra);
+std::string gitspacePathUrl(const GitspaceRecord& gitspace, const InfraRecord& infra);
+
+// "10.0.0.5:8089", "[fd00::5]:8089".
+std::string upstreamAddress(const std::string& address, int port);
+
+}  // namespace spacegate
