@@ -158,21 +158,17 @@ bool prepareIdeLaunch(const GitspaceSpec& spec, const AgentConfig& config,
   launch.protocol = ideProtocol(spec.ide);
   switch (spec.ide) {
     case IdeKind::kJupyter: {
-      std::vector<std::string> argv = {"/usr/bin/python3",
-                                       "-m",
-                                       "notebook",
-                                       "--no-browser",
-                                       "--ip=" + config.ide_host,
-                                       "--port=" + std::to_string(launch.port),
-                                       "--port-retries=0",
-                                       "--NotebookApp.token=",
-                                       "--NotebookApp.password=",
-                                       "--NotebookApp.allow_origin=*",
-                                       // Reached through the gateway under the Gitspace's
-                                       // own host name, never "localhost".
-                                       "--NotebookApp.allow_remote_access=True",
-                                       "--NotebookApp.notebook_dir=" + prepared.workspace,
-                                       "--NotebookApp.base_url=" + spec.base_path};
+      // -I: the clone is the working folder, and a repository holding a
+      // notebook.py (or any module Jupyter imports) must not shadow it.
+      std::vector<std::string> argv = {
+          "/usr/bin/python3", "-I", "-m", "notebook", "--no-browser", "--ip=" + config.ide_host,
+          "--port=" + std::to_string(launch.port), "--port-retries=0",
+          "--NotebookApp.token=", "--NotebookApp.password=", "--NotebookApp.allow_origin=*",
+          // Reached through the gateway under the Gitspace's
+          // own host name, never "localhost".
+          "--NotebookApp.allow_remote_access=True",
+          "--NotebookApp.notebook_dir=" + prepared.workspace,
+          "--NotebookApp.base_url=" + spec.base_path};
       if (prepared.user.isRoot()) argv.push_back("--allow-root");
       launch.child = setup.commandSpec(std::move(argv), prepared);
       return true;

@@ -185,7 +185,9 @@ class GitspaceMachineTest(NamespaceTestCase):
         token = self.agent_token("gs-jupyter")
         repository = make_repository(tempfile.mkdtemp(prefix="sg-repo-"),
                                      {".devcontainer/devcontainer.json": DEVCONTAINER,
-                                      "README.md": "# test\n"})
+                                      "README.md": "# test\n",
+                                      # Must not shadow Jupyter's own module.
+                                      "notebook.py": "raise SystemExit('shadowed')\n"})
         # The agent refuses what it should.
         status, _ = http_json(address, agent_port, "GET", "/v1/gitspace")
         self.assertEqual(status, 401)
