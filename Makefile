@@ -4,6 +4,9 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
+# Tests run two at a time: most integration tests wait on processes and
+# sockets, not the CPU (each uses its own ports, bridges and folders).
+CTEST_JOBS ?= 2
 
 .PHONY: all setup configure build test demo format clean
 
@@ -27,7 +30,7 @@ build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j $(CTEST_JOBS) $(CTEST_ARGS)
 
 demo: build
 	@scripts/demo.sh $(BUILD_DIR)
@@ -88,7 +91,7 @@ test-asan: setup
 	@cd $(ASAN_BUILD_DIR) && status=0 && \
 	  ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:log_path=$(SANITIZER_REPORTS)/asan \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SANITIZER_REPORTS)/ubsan \
-	  ctest --output-on-failure --timeout 900 $(CTEST_ARGS) || status=$$?; \
+	  ctest --output-on-failure --timeout 900 -j $(CTEST_JOBS) $(CTEST_ARGS) || status=$$?; \
 	  if [ -n "$$(ls -A $(SANITIZER_REPORTS))" ]; then \
 	    head -n 80 $(SANITIZER_REPORTS)/*; \
 	    echo "test-asan: sanitizer reports in $(SANITIZER_REPORTS)" >&2; exit 1; \
