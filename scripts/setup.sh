@@ -17,6 +17,8 @@ packages=(
   procps iproute2 clang-format
   # runner and agent: machines (namespaces, bridge), Git, the IDEs
   util-linux git python3-notebook openssh-server openssh-client
+  # headless browser for the IDE-in-a-browser test
+  chromium
   # profiling (perf/profile_spacegate.py)
   linux-perf valgrind
 )
