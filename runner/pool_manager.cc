@@ -360,6 +360,20 @@ PoolOutcome PoolManager::acquire(const std::string& pool_name, const std::string
       transition(record, MachineState::kInUse, "starting");
       enqueueAfterCheckLocked(record, JobKind::kStart);
       outcome.source = "woken";
+    } else if (record.state == MachineState::kInUse && !record.healthy &&
+               record.checked_at_ms != 0 && (!record.busy || record.checking)) {
+      // Its agent died (the machine's first process is gone): asking for
+      // the Gitspace's machine again boots it again, disk and all, rather
+      // than handing back a dead one.
+      ManagedPool* owner = findPool(record.pool);
+      std::string reason;
+      if (owner && !owner->driver->processAlive(id, reason)) {
+        record.reason = "booted again: " + reason;
+        record.ready = false;
+        saveLocked(record);
+        enqueueAfterCheckLocked(record, JobKind::kStart);
+        outcome.source = "rebooted";
+      }
     }
     outcome.machine = record;
     return outcome;

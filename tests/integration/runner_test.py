@@ -284,6 +284,13 @@ class GitspaceMachineTest(NamespaceTestCase):
         self.assertIn("agent does not answer", machine["health"]["reason"])
         self.assertIn("not running", machine["health"]["reason"])
         self.assertEqual(runner.pool("kill")["unhealthy"], 1)
+        # Asking for the Gitspace's machine again boots it again (same
+        # machine, same disk), instead of handing back a dead one.
+        again = self.acquire(runner, "kill", "gs-kill")
+        self.assertEqual(again["id"], machine["id"])
+        self.assertEqual(again["source"], "rebooted")
+        machine = self.wait_ready(runner, machine["id"])
+        self.assertTrue(machine["health"]["healthy"])
 
 
 class CrashRecoveryTest(NamespaceTestCase):
