@@ -43,8 +43,14 @@ def ready_time(runner, pool_name, gitspace_id):
     status, machine = runner.api("POST", "/v1/machines",
                                  {"pool": pool_name, "gitspace_id": gitspace_id})
     assert status == 201, machine
-    runner.wait_machine(machine["id"], lambda m: m["ready"], 60, "ready")
-    return time.monotonic() - started, machine
+    # Polled every 5 ms: the figure is the runner's, not the poll's.
+    deadline = started + 60
+    while time.monotonic() < deadline:
+        current = runner.machine(machine["id"])
+        if current and current["ready"]:
+            return time.monotonic() - started, current
+        time.sleep(0.005)
+    raise AssertionError("machine %s not ready in 60 s" % machine["id"])
 
 
 def summary(values, unit="ms", scale=1000.0):
