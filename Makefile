@@ -80,12 +80,15 @@ FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_to
   devcontainer runner_config
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
+# -O1 with line tables: what the sanitizers recommend, and a quicker build.
+ASAN_FLAGS ?= -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG"
 SANITIZER_REPORTS = $(abspath $(ASAN_BUILD_DIR))/sanitizer-reports
 .PHONY: test-asan fuzz-build fuzz-smoke fuzz
 
 test-asan: setup
 	@cmake -S . -B $(ASAN_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSPACEGATE_SANITIZE=ON \
-	  $(CMAKE_ARGS) >/dev/null
+	  -DSPACEGATE_PERF=OFF $(ASAN_FLAGS) $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(ASAN_BUILD_DIR) -j $(JOBS)
 	@rm -rf $(SANITIZER_REPORTS) && mkdir -p $(SANITIZER_REPORTS)
 	@cd $(ASAN_BUILD_DIR) && status=0 && \

@@ -153,8 +153,7 @@ def main():
                                                 rss)))
             print(rows[-1], file=sys.stderr)
     finally:
-        runner.destroy_all(120)
-        runner.stop()
+        runner.clean_up()
 
     if "fifty" not in skip:
         runner = Runner([pool("fifty", "10.214.3.0/24", 50, 50)], keys_file=keys.pub_path,
@@ -180,8 +179,9 @@ def main():
                          "%.1f %% of a core" % idle_cpu))
             print(rows[-3:], file=sys.stderr)
         finally:
-            runner.destroy_all(300)
-            runner.stop()
+            # min is 50: deleting would only refill. clean_up restarts the
+            # runner with min 0 first.
+            runner.clean_up()
 
     table = ["| measure | result |", "| --- | --- |"]
     table += ["| %s | %s |" % row for row in rows]
