@@ -101,7 +101,7 @@ test-asan: setup
 	  fi; exit $$status
 
 fuzz-build: setup
-	@cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSPACEGATE_FUZZ=ON \
+	@cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSPACEGATE_FUZZ=ON $(ASAN_FLAGS) \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(FUZZ_BUILD_DIR) --target fuzzers -j $(JOBS)
 
