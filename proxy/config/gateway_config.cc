@@ -13,7 +13,6 @@
 
 namespace spacegate {
 
-
 bool parseDuration(const std::string& text, uint64_t& milliseconds) {
   uint64_t number = 0;
   auto [end, code] = std::from_chars(text.data(), text.data() + text.size(), number);
