@@ -51,7 +51,8 @@ import harness as h  # noqa: E402
 h.BINARY = os.path.abspath(h.BINARY)  # the gateway runs in its own folder
 from control_plane_test import CONTROL_BINARY, Control, EventStream, User  # noqa: E402
 from delegate_test import DELEGATE_BINARY, Delegate, jupyter_available  # noqa: E402
-from runner_harness import (AGENT_BINARY, Runner, host_footprint, make_repository,  # noqa: E402
+from runner_harness import (AGENT_BINARY, Runner, execute_in_kernel, host_footprint,  # noqa: E402
+                            make_repository,
                             namespaces_reason, require_binaries)
 
 DOMAIN = "gitspaces.localhost"
@@ -401,26 +402,7 @@ def run_in_kernel_via_gateway(port, host, base_path, cookie, code, timeout=60):
         async with websockets.connect(url, sock=sock, extra_headers=[("Cookie", cookies)],
                                       origin="http://" + host,
                                       open_timeout=20, max_size=None) as ws:
-            message_id = uuid.uuid4().hex
-            await ws.send(json.dumps({
-                "header": {"msg_id": message_id, "username": "test", "session": session,
-                           "msg_type": "execute_request", "version": "5.3", "date": ""},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": code, "silent": False, "store_history": False,
-                            "user_expressions": {}, "allow_stdin": False,
-                            "stop_on_error": True}}))
-            printed = ""
-            while True:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-                if message.get("parent_header", {}).get("msg_id") != message_id:
-                    continue
-                kind = message["msg_type"]
-                if kind == "stream":
-                    printed += message["content"]["text"]
-                elif kind == "error":
-                    raise AssertionError("kernel error: %s" % message["content"])
-                elif kind == "status" and message["content"]["execution_state"] == "idle":
-                    return printed
+            return await execute_in_kernel(ws, session, code, timeout)
 
     return asyncio.run(execute())
 

@@ -291,3 +291,29 @@ def make_repository(directory, files):
     git("commit", "-q", "-m", "initial", cwd=work)
     git("push", "-q", bare, "main", cwd=work)
     return bare
+
+
+async def execute_in_kernel(socket, session, code, timeout=60):
+    """Runs `code` on a Jupyter kernel over its open channels WebSocket (the
+    messaging protocol's execute_request) and returns what it printed."""
+    import asyncio
+    import uuid
+    message_id = uuid.uuid4().hex
+    await socket.send(json.dumps({
+        "header": {"msg_id": message_id, "username": "test", "session": session,
+                   "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+    printed = ""
+    while True:
+        message = json.loads(await asyncio.wait_for(socket.recv(), timeout))
+        if message.get("parent_header", {}).get("msg_id") != message_id:
+            continue
+        kind = message["msg_type"]
+        if kind == "stream":
+            printed += message["content"]["text"]
+        elif kind == "error":
+            raise AssertionError("kernel error: %s" % message["content"])
+        elif kind == "status" and message["content"]["execution_state"] == "idle":
+            return printed

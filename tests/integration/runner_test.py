@@ -26,9 +26,9 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import TokenKey, wait_until  # noqa: E402
-from runner_harness import (AGENT_BINARY, Runner, host_footprint, http_json,  # noqa: E402
-                            make_repository, namespaces_reason, processes_mentioning,
-                            require_binaries)
+from runner_harness import (AGENT_BINARY, Runner, execute_in_kernel,  # noqa: E402
+                            host_footprint, http_json, make_repository, namespaces_reason,
+                            processes_mentioning, require_binaries)
 
 DEVCONTAINER = """{
   // A devcontainer.json as people write them: comments, trailing commas.
@@ -480,26 +480,7 @@ def run_in_kernel(host, port, code, timeout=60):
         extra = [("Cookie", "_xsrf=" + xsrf)] if xsrf else []
         async with websockets.connect(url, extra_headers=extra, open_timeout=20,
                                       max_size=None) as socket:
-            message_id = uuid.uuid4().hex
-            await socket.send(json.dumps({
-                "header": {"msg_id": message_id, "username": "test", "session": session,
-                           "msg_type": "execute_request", "version": "5.3", "date": ""},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": code, "silent": False, "store_history": False,
-                            "user_expressions": {}, "allow_stdin": False,
-                            "stop_on_error": True}}))
-            printed = ""
-            while True:
-                message = json.loads(await asyncio.wait_for(socket.recv(), timeout))
-                if message.get("parent_header", {}).get("msg_id") != message_id:
-                    continue
-                kind = message["msg_type"]
-                if kind == "stream":
-                    printed += message["content"]["text"]
-                elif kind == "error":
-                    raise AssertionError("kernel error: %s" % message["content"])
-                elif kind == "status" and message["content"]["execution_state"] == "idle":
-                    return printed
+            return await execute_in_kernel(socket, session, code, timeout)
 
     return asyncio.run(execute())
 
