@@ -32,7 +32,7 @@ BEGIN = "<!-- BEGIN runner results: written by perf/runner_bench.py -->"
 END = "<!-- END runner results -->"
 
 
-def pool(name, subnet, minimum, maximum, port_base=42000):
+def pool(name, subnet, minimum, maximum, port_base=20000):
     return {"name": name, "min": minimum, "max": maximum,
             "process": {"subnet": subnet, "sandbox": "namespaces", "memory": 2048,
                         "max_processes": 1024, "port_base": port_base}}

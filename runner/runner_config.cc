@@ -171,9 +171,10 @@ bool parseRunnerConfig(const nlohmann::json& root, RunnerConfig& config, Validat
                          "the subnet " + pool.process.subnet_text + " holds only " +
                              std::to_string(pool.process.subnetCapacity()) + " machines");
     }
-    if (pool.process.port_base + pool.max * 4 > 65535) {
+    if (pool.process.port_base + pool.max * kLoopbackPortsPerMachine > 65535) {
       return rejectField(error, path + ".process.port_base",
-                         "too high: each machine needs 4 ports above it");
+                         "too high: each machine needs " +
+                             std::to_string(kLoopbackPortsPerMachine) + " ports above it");
     }
     config.pools.push_back(std::move(pool));
   }
@@ -188,8 +189,8 @@ bool parseRunnerConfig(const nlohmann::json& root, RunnerConfig& config, Validat
         return rejectField(error, "pools[" + std::to_string(b) + "].process.subnet",
                            "overlaps the subnet of pool " + config.pools[a].name);
       }
-      int first_end = first.port_base + config.pools[a].max * 4;
-      int second_end = second.port_base + config.pools[b].max * 4;
+      int first_end = first.port_base + config.pools[a].max * kLoopbackPortsPerMachine;
+      int second_end = second.port_base + config.pools[b].max * kLoopbackPortsPerMachine;
       if (first.port_base < second_end && second.port_base < first_end) {
         return rejectField(error, "pools[" + std::to_string(b) + "].process.port_base",
                            "overlaps the ports of pool " + config.pools[a].name);

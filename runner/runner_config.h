@@ -19,7 +19,7 @@
 //         sandbox: auto            # namespaces | processes | auto
 //         subnet: 10.213.0.0/24    # namespaces: the pool's bridge network
 //         bridge: sg-default       # default: "sg-" + pool name
-//         port_base: 42000         # processes: first loopback port
+//         port_base: 20000         # processes: first loopback port
 //         memory: 2048             # MiB per machine (cgroup), 0: no limit
 //         cpus: 1.5                # CPU share (cgroup quota), 0: no limit
 //         max_processes: 1024      # pids per machine (cgroup)
@@ -42,13 +42,19 @@ enum class SandboxMode {
   kProcesses,   // plain child processes on loopback ports
 };
 
+// Loopback ports a machine of the processes sandbox takes from port_base:
+// agent, IDE, SSH and one spare.
+constexpr int kLoopbackPortsPerMachine = 4;
+
 struct ProcessDriverSpec {
   SandboxMode sandbox = SandboxMode::kAuto;
   uint32_t subnet_address = 0;  // host order, network address
   int subnet_prefix = 24;
   std::string subnet_text = "10.213.0.0/24";
   std::string bridge;  // default "sg-" + pool name
-  int port_base = 42000;
+  // Below Linux's default ephemeral range (32768-60999), whose ports any
+  // outgoing connection may hold.
+  int port_base = 20000;
   uint64_t memory_mib = 2048;
   double cpus = 0;
   uint64_t max_processes = 1024;

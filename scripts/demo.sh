@@ -249,7 +249,7 @@ pools:
     process:
       bridge: sg-demo              # not the runner's default: a real runner may use it
       subnet: 10.213.250.0/24
-      port_base: 43000
+      port_base: 21000
 YAML
 start runner "$logs/runner.log" "$runner_bin" --config "$state/runner.yaml"
 ready runner "$logs/runner.log" 30 curl -sf "$runner_url/healthz"

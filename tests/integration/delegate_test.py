@@ -357,7 +357,7 @@ class DelegateTest(unittest.TestCase):
         cls.api = h.ControlClient(cls.control_socket)
 
         # The runner: loopback machines (no root needed), the same key.
-        port_base = 50000 + (os.getpid() % 400) * 12
+        port_base = 22000 + (os.getpid() % 400) * 12  # below the ephemeral range
         cls.runner = Runner([{"name": "default", "min": 0, "max": 2,
                               "process": {"sandbox": "processes", "port_base": port_base}}],
                             keys_file=cls.key.pub_path).start()
@@ -419,8 +419,8 @@ class DelegateTest(unittest.TestCase):
     def run_task(self, task_id, kind, timeout=180):
         self.control.queue_task(self.task(task_id, kind))
         result = self.control.wait_result(task_id, timeout=timeout)
-        self.assertTrue(result.get("ok"), "%s failed: %s\ndelegate log:\n%s" % (
-            task_id, result, self.delegate.log_text()))
+        self.assertTrue(result.get("ok"), "%s failed: %s\ndelegate log:\n%s\nrunner log:\n%s" % (
+            task_id, result, self.delegate.log_text(), self.runner.log_text()[-6000:]))
         return result
 
     def access_entries(self):

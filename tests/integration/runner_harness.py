@@ -166,8 +166,13 @@ class Runner:
             last["p"] = self.pool(name)
             return predicate(last["p"])
         if not wait_until(check, timeout, interval=0.1):
-            raise AssertionError("pool %s: %s not reached in %ss; last: %s\nrunner log:\n%s"
-                                 % (name, what, timeout, last.get("p"), self.log_text()))
+            try:
+                machines = json.dumps(self.machines())[:3000]
+            except Exception as e:  # the runner may be the problem
+                machines = repr(e)
+            raise AssertionError("pool %s: %s not reached in %ss; last: %s\nmachines: %s\n"
+                                 "runner log:\n%s"
+                                 % (name, what, timeout, last.get("p"), machines, self.log_text()))
         return last["p"]
 
     def signal(self, number):

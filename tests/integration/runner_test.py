@@ -357,7 +357,7 @@ class FallbackTest(unittest.TestCase):
         require_binaries()
         keys_dir = tempfile.mkdtemp(prefix="sg-runner-keys-")
         key = TokenKey(keys_dir, "cp-1")
-        port_base = 46000 + (os.getpid() % 500) * 8
+        port_base = 27000 + (os.getpid() % 250) * 8  # below the ephemeral range
         runner = Runner([{"name": "plain", "min": 1, "max": 2,
                           "process": {"sandbox": "processes", "port_base": port_base}}],
                         keys_file=key.pub_path).start()
@@ -399,7 +399,7 @@ class NotRootFallbackTest(unittest.TestCase):
         key = TokenKey(keys_dir, "cp-1")
         os.chmod(keys_dir, 0o755)
         os.chmod(key.pub_path, 0o644)
-        port_base = 48000 + (os.getpid() % 500) * 8
+        port_base = 29100 + (os.getpid() % 250) * 8  # below the ephemeral range
         runner = Runner([{"name": "user", "min": 1, "max": 1,
                           "process": {"port_base": port_base}}],
                         keys_file=key.pub_path, run_as=(nobody.pw_uid, nobody.pw_gid))

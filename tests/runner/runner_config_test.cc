@@ -163,7 +163,7 @@ TEST(RunnerConfigTest, MinimalFileGetsTheDefaults) {
   EXPECT_EQ(config.pools[0].process.subnet_address, 0x0AD50000u);
   EXPECT_EQ(config.pools[0].process.subnet_prefix, 24);
   EXPECT_EQ(config.pools[0].process.bridge, "sg-default");
-  EXPECT_EQ(config.pools[0].process.port_base, 42000);
+  EXPECT_EQ(config.pools[0].process.port_base, 20000);
 }
 
 TEST(RunnerConfigTest, JsonWorksToo) {

@@ -120,6 +120,7 @@ bool ProcessDriver::prepare(std::string& error) {
         .with("pool", pool_.name)
         .with("reason", fallback_reason_)
         .emit();
+    warnIfPortsAreEphemeral();
   }
   return true;
 }
@@ -141,7 +142,7 @@ MachineEndpoint ProcessDriver::endpointFor(int slot) const {
     endpoint.ide_port = 8888;
     endpoint.ssh_port = 22;
   } else {
-    int base = pool_.process.port_base + (slot - 1) * 4;
+    int base = pool_.process.port_base + (slot - 1) * kLoopbackPortsPerMachine;
     endpoint.address = "127.0.0.1";
     endpoint.agent_port = base;
     endpoint.ide_port = base + 1;
@@ -331,6 +332,28 @@ bool ProcessDriver::destroy(const std::string& id, const std::string& keep_disk_
     return false;
   }
   return true;
+}
+
+void ProcessDriver::warnIfPortsAreEphemeral() const {
+  // On loopback the machines share the host's ports. The kernel hands ports
+  // of its ephemeral range to outgoing connections (and to bind(0)), so a
+  // pool inside that range can find a machine's port taken by anyone's
+  // connection: the agent then cannot listen and the machine never boots.
+  std::ifstream range_file("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = 0, last = 0;
+  if (!(range_file >> first >> last)) return;
+  int pool_first = pool_.process.port_base;
+  int pool_last = pool_.process.port_base + pool_.max * kLoopbackPortsPerMachine - 1;
+  if (pool_first <= last && first <= pool_last) {
+    logEvent(LogLevel::kWarning,
+             "the pool's loopback ports overlap the kernel's ephemeral port range: any "
+             "outgoing connection may take a machine's port; move process.port_base below " +
+                 std::to_string(first))
+        .with("pool", pool_.name)
+        .with("ports", std::to_string(pool_first) + "-" + std::to_string(pool_last))
+        .with("ephemeral", std::to_string(first) + "-" + std::to_string(last))
+        .emit();
+  }
 }
 
 std::vector<DriverMachine> ProcessDriver::list() {

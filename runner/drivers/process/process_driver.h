@@ -46,6 +46,9 @@ class ProcessDriver : public Driver {
 
  private:
   bool boot(const MachineSpec& spec, std::string& error);
+  // Logs a warning when the pool's loopback ports lie in the kernel's
+  // ephemeral port range.
+  void warnIfPortsAreEphemeral() const;
   // The machine's first host process, if it is alive (0 otherwise).
   pid_t livePid(const std::string& id) const;
 
