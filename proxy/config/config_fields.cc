@@ -39,4 +39,15 @@ bool readString(const nlohmann::json& object, const char* key, const std::string
   return true;
 }
 
+bool readBool(const nlohmann::json& object, const char* key, const std::string& path, bool& out,
+              ValidationError& error) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_boolean()) {
+    return rejectField(error, path.empty() ? key : path + "." + key, "must be true or false");
+  }
+  out = it->get<bool>();
+  return true;
+}
+
 }  // namespace spacegate

@@ -26,6 +26,10 @@ bool readDuration(const nlohmann::json& object, const char* key, const std::stri
 bool readString(const nlohmann::json& object, const char* key, const std::string& path,
                 std::string& out, ValidationError& error);
 
+// true or false, when present.
+bool readBool(const nlohmann::json& object, const char* key, const std::string& path, bool& out,
+              ValidationError& error);
+
 // A whole number from minimum to maximum, when present.
 template <typename Integer>
 bool readCount(const nlohmann::json& object, const char* key, const std::string& path, Integer& out,

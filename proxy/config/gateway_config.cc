@@ -82,7 +82,7 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
                    {"header_block_size", "header_field_count", "header_read_timeout",
                     "keepalive_idle_timeout", "client_body_timeout", "upstream_connect_timeout",
                     "upstream_response_timeout", "tunnel_idle_timeout", "request_body_size",
-                    "shutdown_grace", "write_high_water", "write_low_water"},
+                    "shutdown_grace", "write_high_water", "write_low_water", "tunnel_splice"},
                    error)) {
       return false;
     }
@@ -105,7 +105,8 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
         !readDuration(limits, "upstream_response_timeout", "limits",
                       out.upstream_response_timeout_ms, error) ||
         !readDuration(limits, "tunnel_idle_timeout", "limits", out.tunnel_idle_timeout_ms, error) ||
-        !readDuration(limits, "shutdown_grace", "limits", out.shutdown_grace_ms, error)) {
+        !readDuration(limits, "shutdown_grace", "limits", out.shutdown_grace_ms, error) ||
+        !readBool(limits, "tunnel_splice", "limits", out.tunnel_splice, error)) {
       return false;
     }
     if (out.write_low_water >= out.write_high_water) {

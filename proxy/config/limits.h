@@ -31,6 +31,9 @@ struct Limits {
   // Idle time after which an upgraded (WebSocket) or CONNECT tunnel is
   // closed. IDE sessions live for hours, quiet most of the time.
   uint64_t tunnel_idle_timeout_ms = 3'600'000;
+  // Tunnels between plaintext sockets move bytes with splice(2) (zero copy);
+  // off, they take the buffered path (for comparison and tests).
+  bool tunnel_splice = true;
   // Largest request body in bytes; 0 means no limit. Over it: 413.
   uint64_t request_body_size = 0;
   // On SIGTERM/SIGINT, how long requests in flight may take to finish.

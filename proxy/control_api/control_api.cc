@@ -81,6 +81,10 @@ WorkerCountersSnapshot sumCounters(const std::vector<WorkerCountersSnapshot>& wo
     total.tunnels_open += worker.tunnels_open;
     total.tunnels_opened += worker.tunnels_opened;
     total.tunnels_idle_closed += worker.tunnels_idle_closed;
+    total.tunnels_closed += worker.tunnels_closed;
+    total.tunnel_bytes_spliced += worker.tunnel_bytes_spliced;
+    total.tunnel_bytes_copied += worker.tunnel_bytes_copied;
+    total.connections_refused_descriptors += worker.connections_refused_descriptors;
     for (int i = 0; i < 6; ++i) total.requests_by_class[i] += worker.requests_by_class[i];
     total.bytes_in += worker.bytes_in;
     total.bytes_out += worker.bytes_out;
@@ -100,6 +104,10 @@ nlohmann::json countersToJson(const WorkerCountersSnapshot& counters) {
           {"tunnels_open", counters.tunnels_open},
           {"tunnels_opened", counters.tunnels_opened},
           {"tunnels_idle_closed", counters.tunnels_idle_closed},
+          {"tunnels_closed", counters.tunnels_closed},
+          {"tunnel_bytes_spliced", counters.tunnel_bytes_spliced},
+          {"tunnel_bytes_copied", counters.tunnel_bytes_copied},
+          {"connections_refused_descriptors", counters.connections_refused_descriptors},
           {"requests", requests},
           {"bytes_in", counters.bytes_in},
           {"bytes_out", counters.bytes_out},
@@ -268,8 +276,26 @@ ControlResponse ControlApi::metrics() {
   appendHelp(out, "spacegate_upstream_connections_open", "gauge", "Open upstream connections.");
   appendMetric(out, "spacegate_upstream_connections_open", "",
                static_cast<double>(total.upstream_connections_open));
-  appendHelp(out, "spacegate_tunnels_open", "gauge", "Open upgraded (WebSocket) tunnels.");
+  appendHelp(out, "spacegate_tunnels_open", "gauge",
+             "Open tunnels (upgraded WebSockets, CONNECT, the WebSocket tunnel endpoint).");
   appendMetric(out, "spacegate_tunnels_open", "", static_cast<double>(total.tunnels_open));
+  auto counter = [&](const char* name, const char* help, uint64_t value) {
+    appendHelp(out, name, "counter", help);
+    appendMetric(out, name, "", static_cast<double>(value));
+  };
+  counter("spacegate_tunnels_opened_total", "Tunnels opened.", total.tunnels_opened);
+  counter("spacegate_tunnels_closed_total", "Tunnels closed, for any reason.",
+          total.tunnels_closed);
+  counter("spacegate_tunnels_idle_closed_total", "Tunnels closed by the tunnel idle timeout.",
+          total.tunnels_idle_closed);
+  counter("spacegate_tunnel_bytes_spliced_total",
+          "Tunnel bytes moved with splice(2), never entering user space.",
+          total.tunnel_bytes_spliced);
+  counter("spacegate_tunnel_bytes_copied_total", "Tunnel bytes moved through read buffers.",
+          total.tunnel_bytes_copied);
+  counter("spacegate_connections_refused_descriptors_total",
+          "Connections the gateway could not accept: out of file descriptors.",
+          total.connections_refused_descriptors);
   appendHelp(out, "spacegate_upstream_pool_hits_total", "counter",
              "Requests served on a reused upstream connection.");
   appendMetric(out, "spacegate_upstream_pool_hits_total", "",

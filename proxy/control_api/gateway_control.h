@@ -15,6 +15,10 @@ struct WorkerCountersSnapshot {
   int64_t tunnels_open = 0;
   uint64_t tunnels_opened = 0;
   uint64_t tunnels_idle_closed = 0;
+  uint64_t tunnels_closed = 0;
+  uint64_t tunnel_bytes_spliced = 0;
+  uint64_t tunnel_bytes_copied = 0;
+  uint64_t connections_refused_descriptors = 0;
   uint64_t requests_by_class[6] = {};
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;

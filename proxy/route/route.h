@@ -52,7 +52,8 @@ struct Route {
   SocketAddress upstream;
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   bool upstream_tls = false;
-  std::vector<uint16_t> tunnel_ports;
+  std::vector<uint16_t> tunnel_ports;   // ports CONNECT and the tunnel endpoint may reach
+  uint64_t tunnel_idle_timeout_ms = 0;  // 0: the gateway's limits.tunnel_idle_timeout
   std::string gitspace;
   std::string owner;
   RouteAccess access = RouteAccess::kOwner;

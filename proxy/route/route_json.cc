@@ -60,9 +60,10 @@ bool isValidIdentifier(const std::string& text) {
 }
 
 const std::set<std::string>& knownRouteKeys() {
-  static const std::set<std::string> keys = {"id",       "host",     "path_prefix",  "strip_prefix",
-                                             "upstream", "protocol", "upstream_tls", "tunnel_ports",
-                                             "gitspace", "owner",    "access"};
+  static const std::set<std::string> keys = {
+      "id",       "host",         "path_prefix",  "strip_prefix",           "upstream",
+      "protocol", "upstream_tls", "tunnel_ports", "tunnel_idle_timeout_ms", "gitspace",
+      "owner",    "access"};
   return keys;
 }
 
@@ -126,6 +127,15 @@ bool parseRoute(const nlohmann::json& object, const std::string& path, Route& ro
       }
       route.tunnel_ports.push_back(static_cast<uint16_t>(port.get<int64_t>()));
     }
+  }
+  if (auto timeout = object.find("tunnel_idle_timeout_ms"); timeout != object.end()) {
+    // From a tenth of a second (tests) to a week.
+    if (!timeout->is_number_integer() || timeout->get<int64_t>() < 100 ||
+        timeout->get<int64_t>() > 7LL * 24 * 3600 * 1000) {
+      return rejectField(error, path + ".tunnel_idle_timeout_ms",
+                         "must be milliseconds from 100 to 604800000 (a week)");
+    }
+    route.tunnel_idle_timeout_ms = static_cast<uint64_t>(timeout->get<int64_t>());
   }
   if (!readString(object, "gitspace", path, route.gitspace, error, false)) return false;
   if (!route.gitspace.empty() && !isValidIdentifier(route.gitspace)) {
@@ -213,6 +223,9 @@ nlohmann::json routeToJson(const Route& route) {
                            {"upstream_tls", route.upstream_tls},
                            {"access", routeAccessName(route.access)}};
   if (!route.tunnel_ports.empty()) object["tunnel_ports"] = route.tunnel_ports;
+  if (route.tunnel_idle_timeout_ms != 0) {
+    object["tunnel_idle_timeout_ms"] = route.tunnel_idle_timeout_ms;
+  }
   if (!route.gitspace.empty()) object["gitspace"] = route.gitspace;
   if (!route.owner.empty()) object["owner"] = route.owner;
   return object;

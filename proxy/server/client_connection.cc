@@ -1,5 +1,7 @@
 #include "server/client_connection.h"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "auth/access_policy.h"
@@ -49,8 +51,9 @@ ClientConnection::ClientConnection(Worker& worker)
   worker_.addConnection(this);
 }
 
-bool ClientConnection::accept(uv_stream_t* server) {
-  if (uv_accept(server, stream()) != 0) {
+bool ClientConnection::accept(int fd) {
+  if (uv_tcp_open(&socket_, fd) != 0) {
+    ::close(fd);
     close();
     return false;
   }
@@ -100,7 +103,8 @@ void ClientConnection::updateReading() {
       }
       break;
     case State::kTunnel:
-      setReading(!client_eof_ && upstream_ && upstream_->queuedBytes() < limits_.write_high_water);
+      setReading(!splice_ && !splice_wanted_ && !client_eof_ && upstream_ &&
+                 upstream_->queuedBytes() < limits_.write_high_water);
       break;
     case State::kClosed: break;
   }
@@ -160,6 +164,7 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
     // An idle tunnel holds no buffer: the slab lives on only in the write.
     self->inbound_.releaseIfEmpty();
     self->bytes_in_ += slice.size;
+    WorkerCounters::add(self->worker_.mutableCounters().tunnel_bytes_copied, slice.size);
     self->countBytes();
     self->last_tunnel_activity_ms_ = uv_now(self->worker_.loop());
     OutboundWrite& write = self->upstream_->prepareWrite();
@@ -508,6 +513,10 @@ void ClientConnection::onUpstreamResponseComplete(
 }
 
 void ClientConnection::onUpstreamDrained() {
+  if (state_ == State::kTunnel && splice_wanted_) {
+    trySplice();
+    return;
+  }
   if (state_ == State::kForwarding || state_ == State::kTunnel) updateReading();
 }
 
@@ -530,7 +539,8 @@ void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
       close();
     return;
   }
-  if (upstream_paused_ && upstream_ && queue.queuedBytes() <= limits_.write_low_water) {
+  if (upstream_paused_ && upstream_ && !splice_wanted_ && !splice_ &&
+      queue.queuedBytes() <= limits_.write_low_water) {
     upstream_paused_ = false;
     upstream_->resumeReading();
     if (state_ == State::kForwarding) {
@@ -541,6 +551,7 @@ void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
     armTimer(limits_.client_body_timeout_ms);
   }
   if (close_after_flush_ && queue.pendingWrites() == 0) startLingering();
+  if (state_ == State::kTunnel && splice_wanted_) trySplice();
 }
 
 void ClientConnection::respondLocally(int status, std::string_view detail, bool close_after,
@@ -652,6 +663,7 @@ void ClientConnection::releaseRouteCounts() {
   if (in_tunnel_count_) {
     if (route_) route_->stats->open_tunnels.fetch_sub(1, std::memory_order_relaxed);
     WorkerCounters::add(worker_.mutableCounters().tunnels_open, -1);
+    WorkerCounters::add(worker_.mutableCounters().tunnels_closed);
     in_tunnel_count_ = false;
   }
 }
@@ -710,6 +722,10 @@ void ClientConnection::enterTunnel(ResponseHead& head) {
   writeClientResponseHead(head, context, writes_.prepare());
   submitClientWrite();
   if (state_ == State::kClosed) return;
+  beginTunnel();
+}
+
+void ClientConnection::beginTunnel() {
   state_ = State::kTunnel;
   request_complete_ = true;
   in_tunnel_count_ = true;
@@ -717,25 +733,100 @@ void ClientConnection::enterTunnel(ResponseHead& head) {
   WorkerCounters::add(worker_.mutableCounters().tunnels_open, 1);
   WorkerCounters::add(worker_.mutableCounters().tunnels_opened);
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
-  armTimer(limits_.tunnel_idle_timeout_ms);
+  tunnel_idle_timeout_ms_ = route_->tunnel_idle_timeout_ms ? route_->tunnel_idle_timeout_ms
+                                                           : limits_.tunnel_idle_timeout_ms;
+  armTimer(tunnel_idle_timeout_ms_);
+  keepTunnelLogFields();
   // Bytes the client sent after its upgrade request belong to the new protocol.
   if (!inbound_.empty()) {
     BufferSlice slice = inbound_.slice(inbound_.data(), inbound_.size());
     inbound_.consume(inbound_.size());
+    bytes_in_ += slice.size;
     OutboundWrite& write = upstream_->prepareWrite();
     write.appendSlice(slice);
     upstream_->submitWrite();
     if (state_ == State::kClosed) return;
   }
+  inbound_.releaseIfEmpty();
   upstream_->becomeTunnel();
   if (state_ == State::kClosed) return;
+  upstream_->releaseTunnelBuffers();
   flushClientWrites();
   if (state_ == State::kClosed) return;
+  if (limits_.tunnel_splice) {
+    // Nothing more is read in user space; what is already on its way is
+    // written out first, then splice(2) takes over.
+    splice_wanted_ = true;
+    setReading(false);
+    upstream_->pauseReading();
+    trySplice();
+    return;
+  }
+  upstream_->resumeReading();
   updateReading();
+}
+
+void ClientConnection::keepTunnelLogFields() {
+  // The request head's views point into a read buffer the tunnel no longer
+  // needs: keep copies of the three the log line uses, free the rest.
+  std::string_view path = request_.path.empty() ? request_.target : request_.path;
+  tunnel_log_fields_.reserve(request_.method_name.size() + request_.host.size() + path.size());
+  tunnel_log_fields_.assign(request_.method_name);
+  tunnel_log_fields_.append(request_.host);
+  tunnel_log_fields_.append(path);
+  std::string_view all = tunnel_log_fields_;
+  size_t method_size = request_.method_name.size();
+  size_t host_size = request_.host.size();
+  request_.method_name = all.substr(0, method_size);
+  request_.host = all.substr(method_size, host_size);
+  request_.path = all.substr(method_size + host_size);
+  request_.target = request_.path;
+  request_.headers.clear();
+  request_.headers.shrink_to_fit();
+  request_.storage = SlabRef();
+}
+
+void ClientConnection::trySplice() {
+  if (state_ != State::kTunnel || !splice_wanted_ || !upstream_) return;
+  if (writes_.pendingWrites() != 0 || !inbound_.empty() || !upstream_->quietForSplice()) return;
+  splice_wanted_ = false;
+  uv_os_fd_t client_fd = -1;
+  int upstream_fd = upstream_->socketDescriptor();
+  int error = UV_EBADF;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&socket_), &client_fd) == 0 && upstream_fd >= 0) {
+    auto* splice = new SpliceTunnel(worker_.loop(), worker_.pipes(), client_fd, upstream_fd, *this);
+    splice_ = splice;
+    if (splice->start(error)) return;
+    splice_ = nullptr;  // start() failing freed it
+  }
+  // The buffered path still works.
+  logEvent(LogLevel::kWarning, "splice unavailable for a tunnel: buffered path")
+      .with("error", uv_strerror(error))
+      .emit();
+  upstream_->resumeReading();
+  updateReading();
+}
+
+void ClientConnection::onSpliceProgress(uint64_t to_upstream, uint64_t to_client) {
+  last_tunnel_activity_ms_ = uv_now(worker_.loop());
+  bytes_in_ += to_upstream;
+  bytes_out_ += to_client;
+  WorkerCounters::add(worker_.mutableCounters().tunnel_bytes_spliced, to_upstream + to_client);
+  countBytes();
+}
+
+void ClientConnection::onSpliceEnd(SpliceTunnel::End end, const char* reason) {
+  if (end == SpliceTunnel::End::kReset) {
+    abort(reason);
+    return;
+  }
+  logExchange();
+  close();
 }
 
 void ClientConnection::onUpstreamTunnelData(BufferSlice slice) {
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
+  WorkerCounters::add(worker_.mutableCounters().tunnel_bytes_copied, slice.size);
   // Sent by flushClientWrites() at the end of the read.
   writes_.prepare().appendSlice(slice);
 }
@@ -848,8 +939,8 @@ void ClientConnection::onTimer(void* owner) {
       return;
     case State::kTunnel: {
       uint64_t idle = uv_now(self->worker_.loop()) - self->last_tunnel_activity_ms_;
-      if (idle < self->limits_.tunnel_idle_timeout_ms) {
-        self->armTimer(self->limits_.tunnel_idle_timeout_ms - idle);
+      if (idle < self->tunnel_idle_timeout_ms_) {
+        self->armTimer(self->tunnel_idle_timeout_ms_ - idle);
         return;
       }
       self->error_ = "tunnel idle timeout";
@@ -868,6 +959,11 @@ void ClientConnection::close() {
   if (state_ == State::kClosed) return;
   releaseRouteCounts();
   state_ = State::kClosed;
+  if (splice_) {
+    // Its poll handles stop watching the descriptors before they close.
+    splice_->close();
+    splice_ = nullptr;
+  }
   if (upstream_) {
     UpstreamConnection* upstream = upstream_;
     upstream_ = nullptr;

@@ -17,6 +17,7 @@
 #include "net/inbound_buffer.h"
 #include "net/write_queue.h"
 #include "route/route_table.h"
+#include "tunnel/splice_tunnel.h"
 #include "upstream/upstream_connection.h"
 
 namespace spacegate {
@@ -25,11 +26,12 @@ class Worker;
 
 class ClientConnection : private WriteQueue::Listener,
                          private Http1MessageParser::BodyHandler,
-                         private UpstreamConnection::Owner {
+                         private UpstreamConnection::Owner,
+                         private SpliceTunnel::Owner {
  public:
   explicit ClientConnection(Worker& worker);
-  // Accepts from `server` and starts reading. Returns false (and closes) on error.
-  bool accept(uv_stream_t* server);
+  // Takes an accepted socket and starts reading. Returns false (and closes) on error.
+  bool accept(int fd);
   // Graceful shutdown: close now if idle, else after the current exchange.
   void onWorkerShutdown();
   // End of the grace period: close whatever the state.
@@ -52,7 +54,8 @@ class ClientConnection : private WriteQueue::Listener,
     kReadingHead,  // waiting for a request head; timer: header read, or keep-alive idle
     kConnecting,   // head parsed, waiting for an upstream; the client is not read
     kForwarding,   // upstream attached: request body up, response down
-    kTunnel,       // after 101: bytes both ways; timer: tunnel idle
+    kTunnel,       // after 101 or CONNECT: bytes both ways (buffered, or spliced
+                   // once both sides are quiet); timer: tunnel idle
     kLingering,    // last response sent, write side shut: discard input until EOF
     kClosed,       // handles closing; deleted when they are closed
   };
@@ -80,6 +83,9 @@ class ClientConnection : private WriteQueue::Listener,
   void onUpstreamTunnelData(BufferSlice slice) override;
   void onUpstreamTunnelEnd(bool error) override;
   void onUpstreamReadDone() override;
+  // SpliceTunnel::Owner.
+  void onSpliceProgress(uint64_t to_upstream, uint64_t to_client) override;
+  void onSpliceEnd(SpliceTunnel::End end, const char* reason) override;
   // Sends what the upstream callbacks gathered, then applies backpressure.
   void flushClientWrites();
 
@@ -96,7 +102,14 @@ class ClientConnection : private WriteQueue::Listener,
   void touchRoute();
   void resetExchange();
   void enterTunnel(ResponseHead& head);
+  // The tunnel's common start (after a 101 or a CONNECT's 200).
+  void beginTunnel();
   void tunnelEndedOneWay();
+  // Hands the tunnel to a SpliceTunnel once nothing is buffered or queued
+  // on either side; until then both sides' reading stays paused.
+  void trySplice();
+  // Keeps what the tunnel's log line needs and frees the request's buffers.
+  void keepTunnelLogFields();
   void closeAfterFlush();
   void startLingering();
   void abort(const char* reason);
@@ -157,6 +170,10 @@ class ClientConnection : private WriteQueue::Listener,
   uint64_t upstream_start_ns_ = 0;
   uint64_t upstream_head_ns_ = 0;
   uint64_t last_tunnel_activity_ms_ = 0;
+  uint64_t tunnel_idle_timeout_ms_ = 0;  // the route's, or the gateway's
+  bool splice_wanted_ = false;           // waiting for both sides to be quiet
+  SpliceTunnel* splice_ = nullptr;       // owns the data path once set
+  std::string tunnel_log_fields_;        // method, host and path of a tunnel's request
 };
 
 }  // namespace spacegate

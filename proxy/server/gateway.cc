@@ -43,6 +43,10 @@ std::vector<WorkerCountersSnapshot> Gateway::workerCounters() const {
     snapshot.tunnels_open = load(counters.tunnels_open);
     snapshot.tunnels_opened = load(counters.tunnels_opened);
     snapshot.tunnels_idle_closed = load(counters.tunnels_idle_closed);
+    snapshot.tunnels_closed = load(counters.tunnels_closed);
+    snapshot.tunnel_bytes_spliced = load(counters.tunnel_bytes_spliced);
+    snapshot.tunnel_bytes_copied = load(counters.tunnel_bytes_copied);
+    snapshot.connections_refused_descriptors = load(counters.connections_refused_descriptors);
     for (int i = 0; i < 6; ++i) snapshot.requests_by_class[i] = load(counters.requests_by_class[i]);
     snapshot.bytes_in = load(counters.bytes_in);
     snapshot.bytes_out = load(counters.bytes_out);

@@ -1,6 +1,8 @@
 #include "server/worker.h"
 
+#include <fcntl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -63,6 +65,10 @@ Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePubl
   unix_offset_ms_ = static_cast<uint64_t>(now.tv_sec) * 1000 + now.tv_usec / 1000 - uv_now(&loop_);
   uv_timer_init(&loop_, &grace_timer_);
   grace_timer_.data = this;
+  uv_timer_init(&loop_, &accept_pause_timer_);
+  accept_pause_timer_.data = this;
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  pipes_.open(&loop_);
   if (getrandom(&request_id_prefix_, sizeof request_id_prefix_, 0) != sizeof request_id_prefix_) {
     request_id_prefix_ = uv_hrtime() ^ (uint64_t{index} << 56);
   }
@@ -72,11 +78,7 @@ Worker::~Worker() {
   if (!started_ && !closed_) {
     // Never started (another worker or the control API failed to open):
     // close what open() made so the loop closes without leaks.
-    for (auto& listener : listeners_) {
-      uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),
-               [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
-    }
-    listeners_.clear();
+    closeListeners();
     closeEverything();
     uv_run(&loop_, UV_RUN_DEFAULT);
   }
@@ -91,22 +93,39 @@ bool Worker::open(std::string& error) {
   for (const SocketAddress& address : config_.listeners) {
     int fd = openReusePortSocket(address, error);
     if (fd < 0) return false;
-    auto listener = std::make_unique<uv_tcp_t>();
-    uv_tcp_init(&loop_, listener.get());
-    listener->data = this;
-    int result = uv_tcp_open(listener.get(), fd);
-    if (result == 0)
-      result =
-          uv_listen(reinterpret_cast<uv_stream_t*>(listener.get()), 4096, &Worker::onConnection);
-    if (result != 0) {
-      error = "listen " + address.text() + ": " + uv_strerror(result);
-      uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),
-               [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+    // The worker accepts itself (a poll handle on the listening socket, not
+    // uv_listen): libuv's own accept hides running out of descriptors.
+    if (::listen(fd, 4096) != 0) {
+      error = "listen " + address.text() + ": " + std::strerror(errno);
+      ::close(fd);
       return false;
     }
-    listeners_.push_back(std::move(listener));
+    auto* listener = new Listener{};
+    listener->fd = fd;
+    listener->worker = this;
+    int result = uv_poll_init(&loop_, &listener->poll, fd);
+    if (result != 0) {
+      error = "listen " + address.text() + ": " + uv_strerror(result);
+      ::close(fd);
+      delete listener;
+      return false;
+    }
+    listener->poll.data = listener;
+    uv_poll_start(&listener->poll, UV_READABLE, &Worker::onListenerReadable);
+    listeners_.push_back(listener);
   }
   return true;
+}
+
+void Worker::closeListeners() {
+  for (Listener* listener : listeners_) {
+    // uv_close stops the watcher at once, so the descriptor can go now.
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener->poll),
+             [](uv_handle_t* handle) { delete static_cast<Listener*>(handle->data); });
+    ::close(listener->fd);
+  }
+  listeners_.clear();
+  uv_timer_stop(&accept_pause_timer_);
 }
 
 void Worker::start() {
@@ -206,35 +225,92 @@ void Worker::removeConnection(ClientConnection* connection) {
   if (shutting_down_) finishShutdownIfIdle();
 }
 
-void Worker::onConnection(uv_stream_t* server, int status) {
-  auto* worker = static_cast<Worker*>(server->data);
-  if (status != 0) {
-    // Out of descriptors and the like: say so (at most once a second), do not crash.
-    uint64_t now = uv_now(&worker->loop_);
-    if (now - worker->accept_errors_logged_at_ >= 1000) {
-      worker->accept_errors_logged_at_ = now;
-      logEvent(LogLevel::kError, "accept failed")
-          .with("worker", worker->index_)
-          .with("error", uv_strerror(status))
-          .emit();
-    }
+void Worker::onListenerReadable(uv_poll_t* handle, int status, int) {
+  auto* listener = static_cast<Listener*>(handle->data);
+  Worker* worker = listener->worker;
+  if (status < 0) {
+    worker->logAcceptError(status);
     return;
   }
-  if (worker->shutting_down_) return;
-  auto* connection = new ClientConnection(*worker);
-  if (connection->accept(server)) {
-    WorkerCounters::add(worker->counters_.connections_accepted);
+  // Level-triggered: a bounded batch, then the rest of the loop gets a turn.
+  for (int accepted = 0; accepted < 128; ++accepted) {
+    int fd = ::accept4(listener->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EMFILE || errno == ENFILE) {
+        worker->refuseForDescriptors(*listener);
+        return;
+      }
+      worker->logAcceptError(-errno);
+      return;
+    }
+    if (worker->shutting_down_) {
+      ::close(fd);
+      continue;
+    }
+    auto* connection = new ClientConnection(*worker);
+    if (connection->accept(fd)) WorkerCounters::add(worker->counters_.connections_accepted);
   }
+}
+
+void Worker::refuseForDescriptors(Listener& listener) {
+  // Out of descriptors: the waiting connections are accepted on the spare
+  // descriptor kept for this and closed at once (the client sees its
+  // connection end, instead of hanging in the backlog), and accepting
+  // pauses for a moment so a level-triggered listener cannot spin. The
+  // connections already open keep being served.
+  uint64_t refused = 0;
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+    int fd;
+    while ((fd = ::accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0) {
+      ::close(fd);
+      ++refused;
+    }
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  WorkerCounters::add(counters_.connections_refused_descriptors, refused ? refused : 1);
+  uint64_t now = uv_now(&loop_);
+  if (now - accept_errors_logged_at_ >= 1000) {
+    accept_errors_logged_at_ = now;
+    rlimit limit{};
+    getrlimit(RLIMIT_NOFILE, &limit);
+    logEvent(LogLevel::kError,
+             "accept: out of file descriptors, new connections are closed at once")
+        .with("worker", index_)
+        .with("open_files_limit", static_cast<uint64_t>(limit.rlim_cur))
+        .with("refused", refused)
+        .with("open_connections", static_cast<uint64_t>(connections_.size()))
+        .emit();
+  }
+  for (Listener* each : listeners_) uv_poll_stop(&each->poll);
+  uv_timer_start(&accept_pause_timer_, &Worker::onAcceptPauseOver, kAcceptPauseMs, 0);
+}
+
+void Worker::onAcceptPauseOver(uv_timer_t* timer) {
+  auto* worker = static_cast<Worker*>(timer->data);
+  if (worker->shutting_down_) return;
+  for (Listener* listener : worker->listeners_) {
+    uv_poll_start(&listener->poll, UV_READABLE, &Worker::onListenerReadable);
+  }
+}
+
+void Worker::logAcceptError(int status) {
+  uint64_t now = uv_now(&loop_);
+  if (now - accept_errors_logged_at_ < 1000) return;
+  accept_errors_logged_at_ = now;
+  logEvent(LogLevel::kError, "accept failed")
+      .with("worker", index_)
+      .with("error", uv_strerror(status))
+      .emit();
 }
 
 void Worker::beginShutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
-  for (auto& listener : listeners_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(listener.release()),
-             [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
-  }
-  listeners_.clear();
+  closeListeners();
   // Closing idle connections edits the list: work on a copy.
   std::vector<ClientConnection*> connections = connections_;
   for (ClientConnection* connection : connections) connection->onWorkerShutdown();
@@ -265,10 +341,14 @@ void Worker::closeEverything() {
   closed_ = true;
   uv_timer_stop(&grace_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&grace_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_), nullptr);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+  spare_fd_ = -1;
   mailbox_.close();
   std::vector<RetireTimer*> pending_retires = retire_timers_;
   for (RetireTimer* pending : pending_retires) closeRetireTimer(pending);
   upstreams_->closeIdle();
+  pipes_.close();
   dns_.close();
   access_log_->close();
   // Connections to upstreams still closing finish their close callbacks in

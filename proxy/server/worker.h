@@ -24,6 +24,7 @@
 #include "net/write_queue.h"
 #include "route/route_publisher.h"
 #include "server/worker_counters.h"
+#include "tunnel/pipe_pool.h"
 #include "upstream/upstream_pool.h"
 
 namespace spacegate {
@@ -58,6 +59,7 @@ class Worker {
   const Limits& limits() const { return config_.limits; }
   BufferPool& buffers() { return buffers_; }
   WriteRecordPool& writes() { return writes_; }
+  PipePool& pipes() { return pipes_; }
   UpstreamPool& upstreams() { return *upstreams_; }
   AccessLogBuffer& accessLog() { return *access_log_; }
   const RouteTableSnapshot& routes() { return route_reader_.current(); }
@@ -80,7 +82,19 @@ class Worker {
   size_t connectionsOpen() const { return connections_.size(); }
 
  private:
-  static void onConnection(uv_stream_t* server, int status);
+  // A listening socket of this worker (SO_REUSEPORT: one per worker).
+  struct Listener {
+    uv_poll_t poll;
+    int fd = -1;
+    Worker* worker = nullptr;
+  };
+  // How long accepting pauses after running out of descriptors.
+  static constexpr uint64_t kAcceptPauseMs = 100;
+  static void onListenerReadable(uv_poll_t* handle, int status, int events);
+  static void onAcceptPauseOver(uv_timer_t* timer);
+  void refuseForDescriptors(Listener& listener);
+  void logAcceptError(int status);
+  void closeListeners();
   void closeRetired(const std::vector<RoutePtr>& routes);
   // A pending close of retired routes' connections, after their grace.
   struct RetireTimer {
@@ -98,12 +112,16 @@ class Worker {
   unsigned index_;
   const GatewayConfig& config_;
   uv_loop_t loop_;
-  std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
+  std::vector<Listener*> listeners_;
+  uv_timer_t accept_pause_timer_;
+  int spare_fd_ = -1;  // given up to accept-and-close when out of descriptors
   LoopMailbox mailbox_;
   uv_timer_t grace_timer_;
   std::thread thread_;
   BufferPool buffers_;
   WriteRecordPool writes_;
+  // 256 KiB pipes (one splice call moves up to that), 64 kept for reuse.
+  PipePool pipes_{256 * 1024, 64};
   DnsResolver dns_;
   std::unique_ptr<UpstreamPool> upstreams_;
   std::unique_ptr<AccessLogBuffer> access_log_;

@@ -15,7 +15,11 @@ struct alignas(64) WorkerCounters {
   std::atomic<int64_t> tunnels_open{0};
   std::atomic<uint64_t> tunnels_opened{0};
   std::atomic<uint64_t> tunnels_idle_closed{0};
-  std::atomic<uint64_t> requests_by_class[6] = {};  // [0] other, [1..5] = 1xx..5xx
+  std::atomic<uint64_t> tunnels_closed{0};
+  std::atomic<uint64_t> tunnel_bytes_spliced{0};  // moved with splice(2), never in user space
+  std::atomic<uint64_t> tunnel_bytes_copied{0};   // moved through read buffers
+  std::atomic<uint64_t> connections_refused_descriptors{0};  // accept failed: out of descriptors
+  std::atomic<uint64_t> requests_by_class[6] = {};           // [0] other, [1..5] = 1xx..5xx
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<uint64_t> upstream_pool_hits{0};

@@ -178,6 +178,17 @@ void UpstreamConnection::becomeTunnel() {
   }
 }
 
+int UpstreamConnection::socketDescriptor() {
+  uv_os_fd_t fd = -1;
+  if (!socket_open_ || uv_fileno(handle(), &fd) != 0) return -1;
+  return fd;
+}
+
+void UpstreamConnection::releaseTunnelBuffers() {
+  head_ = ResponseHead{};
+  inbound_.releaseIfEmpty();
+}
+
 void UpstreamConnection::shutdownWrite() {
   if (state_ == State::kClosed || !socket_open_) return;
   shutdown_request_.data = this;

@@ -84,6 +84,15 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   // Tunnel mode after a 101: remaining parsed bytes are delivered as tunnel data.
   void becomeTunnel();
   void shutdownWrite();
+  // Tunnel mode: the socket's descriptor, for a SpliceTunnel to take over
+  // while this connection's own reading is paused and its writes done.
+  int socketDescriptor();
+  bool quietForSplice() const {
+    return state_ == State::kTunnel && !reading_ && writes_.pendingWrites() == 0 &&
+           inbound_.empty();
+  }
+  // Tunnel mode: the response head and read buffer are no longer needed.
+  void releaseTunnelBuffers();
 
   // Called by the pool.
   void enterIdle(uint64_t idle_timeout_ms);
