@@ -41,7 +41,7 @@ demo: build
 # (e.g. ARGS="--scenarios keepalive-small --duration 5 --rounds 3 --workers 2").
 # `make perf-smoke` is the short CI check: it fails on spacegate errors or a
 # broken harness, never on speed.
-.PHONY: perf perf-smoke perf-reload perf-micro perf-runner
+.PHONY: perf perf-smoke perf-reload perf-micro perf-runner perf-tunnels
 perf: build
 	/usr/bin/python3 perf/load_harness.py --spacegate $(BUILD_DIR)/proxy/spacegate \
 	  --micro $(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
@@ -53,6 +53,14 @@ perf-reload: build
 
 perf-smoke: build
 	/usr/bin/python3 perf/load_harness.py --smoke --spacegate $(BUILD_DIR)/proxy/spacegate
+
+# Long-lived IDE tunnels through spacegate, nginx and HAProxy in one run:
+# idle WebSocket sessions (RSS and descriptors per session), echo latency,
+# one bulk tunnel (MB/s, CPU), and a descriptor leak check, which fails it.
+# ARGS go to perf/tunnel_bench.py, e.g. ARGS="--sessions 500 --active 200
+# --bytes 100MiB --duration 5 --json tunnels.json" (perf/README.md).
+perf-tunnels: build
+	/usr/bin/python3 perf/tunnel_bench.py --spacegate $(BUILD_DIR)/proxy/spacegate $(ARGS)
 
 # Runner: warm/cold machine times, Gitspace setup to IDE, memory per
 # machine, a pool of 50 (needs root for namespaces; docs/perf.md).
@@ -77,7 +85,7 @@ perf-micro: build
 ASAN_BUILD_DIR ?= build-asan
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_token control_api \
-  devcontainer runner_config
+  devcontainer runner_config websocket_frame
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
 # -O1 with line tables: what the sanitizers recommend, and a quicker build.

@@ -229,11 +229,17 @@ class ManagedProcess:
 # --------------------------------------------------------------------------
 
 class Target:
-    """Starts one instance in its own folder; `port` is where wrk aims."""
+    """Starts one instance in its own folder; `port` is where wrk aims.
+
+    A proxy's config is its `template` in perf/peers/, rendered with values()
+    into the instance's folder as `config_name`; a subclass that sets another
+    template (perf/tunnel_bench.py's WebSocket-ready peers) reuses the rest."""
 
     name = ""
     label = ""
     is_proxy = True
+    template = ""
+    config_name = ""
 
     def __init__(self, options, origin_port, workdir):
         self.options = options
@@ -246,6 +252,12 @@ class Target:
     def values(self):
         return {"DIR": self.directory, "PORT": self.port, "WORKERS": self.options.workers,
                 "ORIGIN_PORT": self.origin_port}
+
+    def render_config(self):
+        """Writes the config from `template`; returns its path."""
+        config = os.path.join(self.directory, self.config_name)
+        render_template(self.template, config, self.values())
+        return config
 
     def argv(self):
         raise NotImplementedError
@@ -270,32 +282,32 @@ class Target:
 class SpacegateTarget(Target):
     name = "spacegate"
     label = "spacegate"
+    template = "spacegate.yaml.in"
+    config_name = "spacegate.yaml"
 
     def argv(self):
-        config = os.path.join(self.directory, "spacegate.yaml")
-        render_template("spacegate.yaml.in", config, self.values())
-        return [self.options.spacegate, "--config", config]
+        return [self.options.spacegate, "--config", self.render_config()]
 
 
 class NginxProxyTarget(Target):
     name = "nginx"
     label = "nginx (proxy)"
+    template = "nginx-proxy.conf.in"
+    config_name = "nginx.conf"
 
     def argv(self):
-        config = os.path.join(self.directory, "nginx.conf")
-        render_template("nginx-proxy.conf.in", config, self.values())
-        return ["nginx", "-p", self.directory, "-c", config,
+        return ["nginx", "-p", self.directory, "-c", self.render_config(),
                 "-e", os.path.join(self.directory, "error.log")]
 
 
 class HaproxyTarget(Target):
     name = "haproxy"
     label = "HAProxy"
+    template = "haproxy.cfg.in"
+    config_name = "haproxy.cfg"
 
     def argv(self):
-        config = os.path.join(self.directory, "haproxy.cfg")
-        render_template("haproxy.cfg.in", config, self.values())
-        return ["haproxy", "-db", "-f", config]
+        return ["haproxy", "-db", "-f", self.render_config()]
 
 
 class DirectTarget(Target):

@@ -1,5 +1,7 @@
 #include "auth/access_policy.h"
 
+#include <algorithm>
+
 #include <llhttp.h>
 
 #include "route/route_table.h"
@@ -7,12 +9,6 @@
 namespace spacegate {
 
 namespace {
-
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
 
 std::string percentEncode(std::string_view text) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -303,6 +299,54 @@ AccessDecision decideAccess(const RequestHead& request, const Route& route,
     }
   }
   decision.outcome = AccessDecision::Outcome::kAllow;
+  return decision;
+}
+
+TunnelAccessDecision decideTunnelAccess(const RequestHead& request, const Route& route,
+                                        uint16_t port, const AccessContext& context) {
+  TunnelAccessDecision decision;
+  std::string_view bearer;
+  for (const char* name : {"proxy-authorization", "authorization"}) {
+    const HeaderField* field = findHeader(request.headers, name);
+    if (field && field->value.size() > 7 &&
+        equalsIgnoringCase(field->value.substr(0, 7), "bearer ")) {
+      bearer = trim(field->value.substr(7));
+      break;
+    }
+  }
+  if (bearer.empty()) {
+    decision.reason = "no bearer token";
+    return decision;
+  }
+  if (bearer.size() > kMaxTokenLength) {
+    decision.reason = "malformed token";
+    return decision;
+  }
+  const AccessToken* token = nullptr;
+  TokenCheck check = context.cache.check(bearer, context.keys, context.now_unix, token);
+  if (check != TokenCheck::kValid) {
+    decision.reason = tokenCheckName(check);
+    return decision;
+  }
+  decision.subject = token->sub;
+  decision.outcome = TunnelAccessDecision::Outcome::kForbidden;
+  if (route.access == RouteAccess::kAgent || route.access == RouteAccess::kPublic) {
+    // A shared preview port or the delegate's task path: no way in to ssh.
+    decision.reason = "this route opens no tunnels";
+  } else if (route.gitspace.empty() || token->gs != route.gitspace) {
+    decision.reason = "token is not for this Gitspace";
+  } else if (!token->hasScope("ssh")) {
+    decision.reason = "token lacks scope ssh";
+  } else if (route.access == RouteAccess::kOwner && token->sub != route.owner) {
+    decision.reason = "token is not the owner's";
+  } else if (route.upstream.kind == SocketAddress::Kind::kUnix) {
+    decision.reason = "no tunnels to a unix-socket upstream";
+  } else if (std::find(route.tunnel_ports.begin(), route.tunnel_ports.end(), port) ==
+             route.tunnel_ports.end()) {
+    decision.reason = "port not allowed";
+  } else {
+    decision.outcome = TunnelAccessDecision::Outcome::kAllow;
+  }
   return decision;
 }
 

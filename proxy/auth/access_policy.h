@@ -53,6 +53,25 @@ struct AccessContext {
 AccessDecision decideAccess(const RequestHead& request, const Route& route,
                             const AccessContext& context);
 
+// Who may open a tunnel (CONNECT, or the WebSocket tunnel endpoint) to
+// `port` of a route's Gitspace: a bearer token (Proxy-Authorization first,
+// then Authorization; never a cookie or a query parameter) for the route's
+// Gitspace with scope "ssh" (and the owner's, on owner routes), and a port
+// among the route's tunnel_ports. Agent and public routes open no tunnels.
+struct TunnelAccessDecision {
+  enum class Outcome {
+    kAllow,
+    kUnauthorized,  // no token, or not a valid one: 407 (CONNECT) or 401
+    kForbidden,     // a valid token that does not open this tunnel: 403
+  };
+  Outcome outcome = Outcome::kUnauthorized;
+  const char* reason = "";  // for the log, and the client's short reason on 403
+  std::string subject;
+};
+
+TunnelAccessDecision decideTunnelAccess(const RequestHead& request, const Route& route,
+                                        uint16_t port, const AccessContext& context);
+
 // Helpers, exposed for tests and the header rewriter.
 // The value of cookie `name` in the request's Cookie fields, or "".
 std::string_view findCookie(const HeaderList& headers, std::string_view name);

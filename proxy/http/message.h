@@ -24,6 +24,8 @@ using HeaderList = std::vector<HeaderField>;
 
 // Case-insensitive ASCII comparison for header names and tokens.
 bool equalsIgnoringCase(std::string_view a, std::string_view b);
+// The text without leading and trailing spaces and tabs (HTTP's OWS).
+std::string_view trim(std::string_view text);
 // Finds the first field with this (lower-case) name, or nullptr.
 const HeaderField* findHeader(const HeaderList& headers, std::string_view name);
 // Calls `visit(token)` for each comma-separated token of a list-valued field.

@@ -19,6 +19,19 @@ std::string SocketAddress::text() const {
   return {};
 }
 
+SocketAddress withPort(const SocketAddress& address, uint16_t port) {
+  SocketAddress moved = address;
+  moved.port = port;
+  if (moved.kind == SocketAddress::Kind::kIp) {
+    if (moved.ip.ss_family == AF_INET) {
+      reinterpret_cast<sockaddr_in*>(&moved.ip)->sin_port = htons(port);
+    } else if (moved.ip.ss_family == AF_INET6) {
+      reinterpret_cast<sockaddr_in6*>(&moved.ip)->sin6_port = htons(port);
+    }
+  }
+  return moved;
+}
+
 bool isValidHostname(std::string_view name) {
   if (name.empty() || name.size() > 253) return false;
   size_t label_start = 0;

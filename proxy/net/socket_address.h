@@ -32,6 +32,9 @@ struct SocketAddress {
 bool parseSocketAddress(std::string_view text, SocketAddress& address, std::string& error,
                         bool allow_hostname = true, bool allow_unix = true);
 
+// The same host at another port (IP, or DNS name resolved when used).
+SocketAddress withPort(const SocketAddress& address, uint16_t port);
+
 // Formats the IP part of a socket address ("127.0.0.1", "::1").
 std::string formatIp(const sockaddr* address);
 

@@ -31,6 +31,27 @@ bool isIdempotent(uint8_t method) {
   }
 }
 
+// The gateway's WebSocket tunnel endpoint (docs/tunnels.md).
+constexpr std::string_view kTunnelEndpointPrefix = "/.spacegate/tunnel/";
+
+// A decimal port 1..65535, nothing else.
+bool parsePort(std::string_view text, uint16_t& port) {
+  if (text.empty() || text.size() > 5) return false;
+  uint32_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (value == 0 || value > 65535) return false;
+  port = static_cast<uint16_t>(value);
+  return true;
+}
+
+std::string_view upgradeProtocol(const RequestHead& request) {
+  const HeaderField* field = findHeader(request.headers, "upgrade");
+  return field ? trim(field->value) : std::string_view();
+}
+
 double secondsBetween(uint64_t from_ns, uint64_t to_ns) {
   return from_ns && to_ns >= from_ns ? static_cast<double>(to_ns - from_ns) / 1e9 : -1;
 }
@@ -163,13 +184,10 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
     self->inbound_.consume(self->inbound_.size());
     // An idle tunnel holds no buffer: the slab lives on only in the write.
     self->inbound_.releaseIfEmpty();
-    self->bytes_in_ += slice.size;
-    WorkerCounters::add(self->worker_.mutableCounters().tunnel_bytes_copied, slice.size);
-    self->countBytes();
     self->last_tunnel_activity_ms_ = uv_now(self->worker_.loop());
-    OutboundWrite& write = self->upstream_->prepareWrite();
-    write.appendSlice(slice);
-    self->upstream_->submitWrite();
+    self->forwardClientTunnelBytes(std::move(slice));
+    if (self->state_ != State::kTunnel) return;
+    self->countBytes();
     self->updateReading();
     return;
   }
@@ -254,13 +272,28 @@ void ClientConnection::beginExchange() {
   if (worker_.draining()) close_after_response_ = true;
   if (!request_.keep_alive) close_after_response_ = true;
   if (request_.is_connect) {
-    error_ = "CONNECT not allowed";
-    respondLocally(405, "CONNECT is not supported on this listener", true);
+    beginConnectRequest();
     return;
   }
   if (!route_) {
     error_ = "no route";
     respondLocally(404, "no route for this host and path", false);
+    return;
+  }
+  if (request_.path.starts_with(kTunnelEndpointPrefix)) {
+    // The gateway's own path on every Gitspace host: never forwarded.
+    uint16_t port = 0;
+    std::string_view rest = request_.path.substr(kTunnelEndpointPrefix.size());
+    rest = rest.substr(0, rest.find('?'));
+    if (!request_.upgrade || !equalsIgnoringCase(upgradeProtocol(request_), "websocket") ||
+        !parsePort(rest, port)) {
+      error_ = "bad tunnel endpoint request";
+      respondLocally(
+          400, "the tunnel endpoint takes a WebSocket upgrade to /.spacegate/tunnel/<port>", true);
+      return;
+    }
+    tunnel_kind_ = TunnelKind::kEndpoint;
+    openTunnel(port);
     return;
   }
   AccessContext access{worker_.authConfig(), worker_.keys(), worker_.tokenCache(),
@@ -321,8 +354,97 @@ void ClientConnection::adoptConnecting(UpstreamConnection* connection) {
   }
 }
 
+void ClientConnection::beginConnectRequest() {
+  tunnel_kind_ = TunnelKind::kConnect;
+  // CONNECT carries no content (RFC 9110 9.3.6): a length would leave the
+  // bytes after the head in doubt.
+  if (request_.framing != BodyFraming::kNone) {
+    error_ = "CONNECT with a body";
+    respondLocally(400, "CONNECT has no body", true);
+    return;
+  }
+  std::string_view target = request_.target;
+  size_t colon = target.rfind(':');
+  uint16_t port = 0;
+  if (colon == std::string_view::npos || colon == 0 || target.front() == '[' ||
+      !parsePort(target.substr(colon + 1), port)) {
+    error_ = "bad CONNECT target";
+    respondLocally(400, "CONNECT needs a host:port target", true);
+    return;
+  }
+  route_ = routes_->match(target.substr(0, colon), "/");
+  openTunnel(port);
+}
+
+void ClientConnection::openTunnel(uint16_t port) {
+  // A tunnel's connection ends with the tunnel: never kept alive.
+  close_after_response_ = true;
+  if (!route_) {
+    error_ = "no route";
+    respondLocally(404, "no route for this host", true);
+    return;
+  }
+  AccessContext access{worker_.authConfig(), worker_.keys(), worker_.tokenCache(),
+                       static_cast<int64_t>(worker_.nowUnixMs() / 1000), /*tls=*/false};
+  TunnelAccessDecision decision = decideTunnelAccess(request_, *route_, port, access);
+  bool connect = tunnel_kind_ == TunnelKind::kConnect;
+  switch (decision.outcome) {
+    case TunnelAccessDecision::Outcome::kAllow: break;
+    case TunnelAccessDecision::Outcome::kUnauthorized:
+      error_ = decision.reason;
+      if (connect) {
+        respondLocally(407, "a bearer token with scope ssh is required", true,
+                       "Proxy-Authenticate: Bearer realm=\"spacegate\"\r\n");
+      } else {
+        respondLocally(401, "a bearer token with scope ssh is required", true,
+                       "WWW-Authenticate: Bearer realm=\"spacegate\"\r\n");
+      }
+      return;
+    case TunnelAccessDecision::Outcome::kForbidden:
+      error_ = decision.reason;
+      respondLocally(403, decision.reason, true);
+      return;
+  }
+  route_->stats->open_connections.fetch_add(1, std::memory_order_relaxed);
+  route_open_counted_ = true;
+  touchRoute();
+  timer_.clear();
+  state_ = State::kConnecting;
+  updateReading();
+  upstream_start_ns_ = uv_hrtime();
+  SocketAddress destination = withPort(route_->upstream, port);
+  adoptConnecting(
+      worker_.upstreams().acquire(destination, destination.text(), this, /*fresh=*/true));
+}
+
+void ClientConnection::establishTunnel() {
+  upstream_head_ns_ = uv_hrtime();
+  response_started_ = true;
+  OutboundWrite& write = writes_.prepare();
+  if (tunnel_kind_ == TunnelKind::kConnect) {
+    status_ = 200;
+    write.appendGenerated("HTTP/1.1 200 Connection established\r\n\r\n");
+  } else {
+    status_ = 101;
+    const HeaderField* key = findHeader(request_.headers, "sec-websocket-key");
+    write.appendGenerated(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: ");
+    write.appendGenerated(webSocketAcceptValue(key ? trim(key->value) : std::string_view()));
+    write.appendGenerated("\r\n\r\n");
+    websocket_tunnel_ = std::make_unique<WebSocketTunnel>();
+  }
+  submitClientWrite();
+  if (state_ == State::kClosed) return;
+  beginTunnel();
+}
+
 void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
   upstream_ = &connection;
+  if (tunnel_kind_ != TunnelKind::kNone) {
+    establishTunnel();
+    return;
+  }
   state_ = State::kForwarding;
   connection.startExchange(request_.method);
   UpstreamRequestContext context;
@@ -693,6 +815,7 @@ void ClientConnection::resetExchange() {
   routes_.reset();
   route_ = nullptr;
   rewritten_path_.clear();
+  tunnel_kind_ = TunnelKind::kNone;
   drop_authorization_ = false;
   strip_cookie_ = false;
   request_id_.clear();
@@ -741,11 +864,8 @@ void ClientConnection::beginTunnel() {
   if (!inbound_.empty()) {
     BufferSlice slice = inbound_.slice(inbound_.data(), inbound_.size());
     inbound_.consume(inbound_.size());
-    bytes_in_ += slice.size;
-    OutboundWrite& write = upstream_->prepareWrite();
-    write.appendSlice(slice);
-    upstream_->submitWrite();
-    if (state_ == State::kClosed) return;
+    forwardClientTunnelBytes(std::move(slice));
+    if (state_ != State::kTunnel) return;
   }
   inbound_.releaseIfEmpty();
   upstream_->becomeTunnel();
@@ -753,7 +873,7 @@ void ClientConnection::beginTunnel() {
   upstream_->releaseTunnelBuffers();
   flushClientWrites();
   if (state_ == State::kClosed) return;
-  if (limits_.tunnel_splice) {
+  if (limits_.tunnel_splice && !websocket_tunnel_) {
     // Nothing more is read in user space; what is already on its way is
     // written out first, then splice(2) takes over.
     splice_wanted_ = true;
@@ -764,6 +884,41 @@ void ClientConnection::beginTunnel() {
   }
   upstream_->resumeReading();
   updateReading();
+}
+
+void ClientConnection::forwardClientTunnelBytes(BufferSlice slice) {
+  bytes_in_ += slice.size;
+  WorkerCounters::add(worker_.mutableCounters().tunnel_bytes_copied, slice.size);
+  if (!websocket_tunnel_) {
+    upstream_->prepareWrite().appendSlice(slice);
+    upstream_->submitWrite();
+    return;
+  }
+  WebSocketTunnel::Result result =
+      websocket_tunnel_->fromClient(slice, upstream_->prepareWrite(), writes_.prepare());
+  upstream_->submitWrite();
+  if (state_ != State::kTunnel) return;
+  flushClientWrites();
+  if (state_ != State::kTunnel) return;
+  if (result == WebSocketTunnel::Result::kFailed) {
+    error_ = websocket_tunnel_->failure();
+    endTunnelAfterFlush();
+  } else if (result == WebSocketTunnel::Result::kClientClosed && !client_eof_) {
+    // The client is done sending; the port may still answer.
+    client_eof_ = true;
+    upstream_->shutdownWrite();
+  }
+}
+
+void ClientConnection::endTunnelAfterFlush() {
+  if (upstream_) {
+    UpstreamConnection* upstream = upstream_;
+    upstream_ = nullptr;
+    upstream->setOwner(nullptr);
+    upstream->close();
+  }
+  logExchange();
+  closeAfterFlush();
 }
 
 void ClientConnection::keepTunnelLogFields() {
@@ -828,7 +983,11 @@ void ClientConnection::onUpstreamTunnelData(BufferSlice slice) {
   last_tunnel_activity_ms_ = uv_now(worker_.loop());
   WorkerCounters::add(worker_.mutableCounters().tunnel_bytes_copied, slice.size);
   // Sent by flushClientWrites() at the end of the read.
-  writes_.prepare().appendSlice(slice);
+  if (websocket_tunnel_) {
+    websocket_tunnel_->fromUpstream(slice, writes_.prepare());
+  } else {
+    writes_.prepare().appendSlice(slice);
+  }
 }
 
 void ClientConnection::onUpstreamTunnelEnd(bool error) {
@@ -837,6 +996,12 @@ void ClientConnection::onUpstreamTunnelEnd(bool error) {
     return;
   }
   upstream_eof_ = true;
+  if (websocket_tunnel_) {
+    // A WebSocket has no half-close: the close frame ends it.
+    websocket_tunnel_->upstreamFinished(writes_.prepare());
+    endTunnelAfterFlush();
+    return;
+  }
   // Pass the half-close on: the client sees EOF after the queued bytes.
   shutdown_request_.data = this;
   if (uv_shutdown(&shutdown_request_, stream(), &ClientConnection::onShutdownDone) == 0) {

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "http/message.h"
@@ -18,6 +19,7 @@
 #include "net/write_queue.h"
 #include "route/route_table.h"
 #include "tunnel/splice_tunnel.h"
+#include "tunnel/websocket_tunnel.h"
 #include "upstream/upstream_connection.h"
 
 namespace spacegate {
@@ -102,6 +104,16 @@ class ClientConnection : private WriteQueue::Listener,
   void touchRoute();
   void resetExchange();
   void enterTunnel(ResponseHead& head);
+  // CONNECT host:port, or a WebSocket upgrade to the tunnel endpoint
+  // (/.spacegate/tunnel/<port>): checks the route and the token, then
+  // connects to the port; establishTunnel() answers once it is connected.
+  void beginConnectRequest();
+  void openTunnel(uint16_t port);
+  void establishTunnel();
+  // Client bytes in a tunnel: raw to the upstream, or decoded WebSocket frames.
+  void forwardClientTunnelBytes(BufferSlice slice);
+  // The tunnel ends once what is queued for the client has gone out.
+  void endTunnelAfterFlush();
   // The tunnel's common start (after a 101 or a CONNECT's 200).
   void beginTunnel();
   void tunnelEndedOneWay();
@@ -171,9 +183,18 @@ class ClientConnection : private WriteQueue::Listener,
   uint64_t upstream_head_ns_ = 0;
   uint64_t last_tunnel_activity_ms_ = 0;
   uint64_t tunnel_idle_timeout_ms_ = 0;  // the route's, or the gateway's
-  bool splice_wanted_ = false;           // waiting for both sides to be quiet
-  SpliceTunnel* splice_ = nullptr;       // owns the data path once set
-  std::string tunnel_log_fields_;        // method, host and path of a tunnel's request
+  // What kind of tunnel this exchange opens or is (kNone: plain HTTP, or an
+  // upgrade the upstream answers).
+  enum class TunnelKind : uint8_t {
+    kNone,
+    kConnect,   // CONNECT host:port
+    kEndpoint,  // the gateway's WebSocket tunnel endpoint
+  };
+  TunnelKind tunnel_kind_ = TunnelKind::kNone;
+  std::unique_ptr<WebSocketTunnel> websocket_tunnel_;  // kEndpoint only
+  bool splice_wanted_ = false;                         // waiting for both sides to be quiet
+  SpliceTunnel* splice_ = nullptr;                     // owns the data path once set
+  std::string tunnel_log_fields_;  // method, host and path of a tunnel's request
 };
 
 }  // namespace spacegate
