@@ -1,5 +1,6 @@
 #include "server/client_connection.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -8,6 +9,7 @@
 #include "common/log.h"
 #include "http/header_rewrite.h"
 #include "net/socket_address.h"
+#include "server/tunnel_session.h"
 #include "server/worker.h"
 
 namespace spacegate {
@@ -945,6 +947,9 @@ void ClientConnection::trySplice() {
   if (state_ != State::kTunnel || !splice_wanted_ || !upstream_) return;
   if (writes_.pendingWrites() != 0 || !inbound_.empty() || !upstream_->quietForSplice()) return;
   splice_wanted_ = false;
+  if (handOffToTunnelSession()) return;
+  // Out of descriptors for the copies: splice from here, with the
+  // connection's heavier state kept.
   uv_os_fd_t client_fd = -1;
   int upstream_fd = upstream_->socketDescriptor();
   int error = UV_EBADF;
@@ -960,6 +965,47 @@ void ClientConnection::trySplice() {
       .emit();
   upstream_->resumeReading();
   updateReading();
+}
+
+bool ClientConnection::handOffToTunnelSession() {
+  uv_os_fd_t client_fd = -1;
+  int upstream_fd = upstream_->socketDescriptor();
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&socket_), &client_fd) != 0 || upstream_fd < 0) {
+    return false;
+  }
+  RoutePtr route = routes_->findPointerById(route_->id);
+  if (!route || route.get() != route_) return false;
+  // Copies of the two descriptors go to the session; this connection's
+  // handles then close the originals, which leaves the sockets open.
+  int client_copy = ::fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
+  if (client_copy < 0) return false;
+  int upstream_copy = ::fcntl(upstream_fd, F_DUPFD_CLOEXEC, 0);
+  if (upstream_copy < 0) {
+    ::close(client_copy);
+    return false;
+  }
+  countBytes();
+  TunnelSession::LogFields fields;
+  fields.request_id = request_id_;
+  fields.client_ip = client_ip_;
+  fields.method = request_.method_name;
+  fields.host = request_.host;
+  fields.path = request_.path;
+  fields.status = status_;
+  fields.bytes_in = bytes_in_;
+  fields.bytes_out = bytes_out_;
+  fields.exchange_start_ns = exchange_start_ns_;
+  fields.upstream_time = secondsBetween(upstream_start_ns_, upstream_head_ns_);
+  TunnelSession* session =
+      TunnelSession::start(worker_, std::move(route), client_copy, upstream_copy,
+                           tunnel_idle_timeout_ms_, std::move(fields));
+  if (!session) return false;
+  // The session carries the open tunnel and route counts on; this
+  // connection ends without a log line of its own.
+  in_tunnel_count_ = false;
+  route_open_counted_ = false;
+  close();
+  return true;
 }
 
 void ClientConnection::onSpliceProgress(uint64_t to_upstream, uint64_t to_client) {

@@ -120,6 +120,9 @@ class ClientConnection : private WriteQueue::Listener,
   // Hands the tunnel to a SpliceTunnel once nothing is buffered or queued
   // on either side; until then both sides' reading stays paused.
   void trySplice();
+  // Moves the tunnel to a small TunnelSession (and closes this connection);
+  // false when it cannot (out of descriptors), and nothing changed.
+  bool handOffToTunnelSession();
   // Keeps what the tunnel's log line needs and frees the request's buffers.
   void keepTunnelLogFields();
   void closeAfterFlush();

@@ -1,6 +1,7 @@
 #include "server/worker.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 
 #include "common/log.h"
 #include "server/client_connection.h"
+#include "server/tunnel_session.h"
 
 namespace spacegate {
 
@@ -67,6 +69,10 @@ Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePubl
   grace_timer_.data = this;
   uv_timer_init(&loop_, &accept_pause_timer_);
   accept_pause_timer_.data = this;
+  uv_timer_init(&loop_, &tunnel_sweep_timer_);
+  tunnel_sweep_timer_.data = this;
+  uv_timer_init(&loop_, &memory_trim_timer_);
+  memory_trim_timer_.data = this;
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   pipes_.open(&loop_);
   if (getrandom(&request_id_prefix_, sizeof request_id_prefix_, 0) != sizeof request_id_prefix_) {
@@ -184,6 +190,16 @@ void Worker::closeRetireTimer(RetireTimer* pending) {
 
 void Worker::closeRetired(const std::vector<RoutePtr>& routes) {
   if (closed_) return;
+  std::vector<TunnelSession*> sessions = tunnel_sessions_;
+  for (TunnelSession* session : sessions) {
+    for (const RoutePtr& retired : routes) {
+      if (session->route() == retired.get()) {
+        WorkerCounters::add(counters_.connections_closed_by_route_update);
+        session->close("route retired", false);
+        break;
+      }
+    }
+  }
   std::vector<ClientConnection*> connections = connections_;
   for (ClientConnection* connection : connections) {
     const Route* route = connection->route();
@@ -222,7 +238,53 @@ void Worker::removeConnection(ClientConnection* connection) {
   connections_[slot]->worker_slot = slot;
   connections_.pop_back();
   WorkerCounters::add(counters_.client_connections_open, -1);
+  scheduleMemoryTrimIfIdle();
   if (shutting_down_) finishShutdownIfIdle();
+}
+
+void Worker::addTunnelSession(TunnelSession* session) {
+  session->worker_slot = tunnel_sessions_.size();
+  tunnel_sessions_.push_back(session);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&tunnel_sweep_timer_))) {
+    uv_timer_start(&tunnel_sweep_timer_, &Worker::onTunnelSweep, kTunnelSweepMs, kTunnelSweepMs);
+  }
+}
+
+void Worker::removeTunnelSession(TunnelSession* session) {
+  size_t slot = session->worker_slot;
+  if (slot >= tunnel_sessions_.size() || tunnel_sessions_[slot] != session) return;
+  tunnel_sessions_[slot] = tunnel_sessions_.back();
+  tunnel_sessions_[slot]->worker_slot = slot;
+  tunnel_sessions_.pop_back();
+  if (tunnel_sessions_.empty()) uv_timer_stop(&tunnel_sweep_timer_);
+  scheduleMemoryTrimIfIdle();
+  if (shutting_down_) finishShutdownIfIdle();
+}
+
+void Worker::scheduleMemoryTrimIfIdle() {
+  if (closed_ || !connections_.empty() || !tunnel_sessions_.empty()) return;
+  uv_timer_start(&memory_trim_timer_, &Worker::onMemoryTrim, kMemoryTrimDelayMs, 0);
+}
+
+void Worker::onMemoryTrim(uv_timer_t* timer) {
+  auto* worker = static_cast<Worker*>(timer->data);
+  if (!worker->connections_.empty() || !worker->tunnel_sessions_.empty()) return;
+  // Every arena, the other workers' too; cheap next to the seconds of quiet.
+  malloc_trim(0);
+}
+
+void Worker::onTunnelSweep(uv_timer_t* timer) {
+  auto* worker = static_cast<Worker*>(timer->data);
+  uint64_t now = uv_now(&worker->loop_);
+  // Closing edits the list: walk it from the end.
+  for (size_t i = worker->tunnel_sessions_.size(); i-- > 0;) {
+    if (i >= worker->tunnel_sessions_.size()) continue;
+    TunnelSession* session = worker->tunnel_sessions_[i];
+    if (session->idleSince(now)) {
+      WorkerCounters::add(worker->counters_.tunnels_idle_closed);
+      session->close("tunnel idle timeout", false);
+    }
+  }
 }
 
 void Worker::onListenerReadable(uv_poll_t* handle, int status, int) {
@@ -329,11 +391,13 @@ void Worker::onGraceTimer(uv_timer_t* timer) {
   }
   std::vector<ClientConnection*> connections = worker->connections_;
   for (ClientConnection* connection : connections) connection->forceClose();
+  std::vector<TunnelSession*> sessions = worker->tunnel_sessions_;
+  for (TunnelSession* session : sessions) session->close("shut down", false);
   worker->closeEverything();
 }
 
 void Worker::finishShutdownIfIdle() {
-  if (connections_.empty()) closeEverything();
+  if (connections_.empty() && tunnel_sessions_.empty()) closeEverything();
 }
 
 void Worker::closeEverything() {
@@ -342,6 +406,10 @@ void Worker::closeEverything() {
   uv_timer_stop(&grace_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&grace_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_), nullptr);
+  uv_timer_stop(&tunnel_sweep_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tunnel_sweep_timer_), nullptr);
+  uv_timer_stop(&memory_trim_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&memory_trim_timer_), nullptr);
   if (spare_fd_ >= 0) ::close(spare_fd_);
   spare_fd_ = -1;
   mailbox_.close();
