@@ -815,6 +815,7 @@ void ClientConnection::resetExchange() {
   request_ = RequestHead{};
   request_.headers = std::move(headers);
   routes_.reset();
+  tunnel_route_.reset();
   route_ = nullptr;
   rewritten_path_.clear();
   tunnel_kind_ = TunnelKind::kNone;
@@ -862,6 +863,8 @@ void ClientConnection::beginTunnel() {
                                                            : limits_.tunnel_idle_timeout_ms;
   armTimer(tunnel_idle_timeout_ms_);
   keepTunnelLogFields();
+  tunnel_route_ = routes_->findPointerById(route_->id);
+  if (tunnel_route_.get() == route_) routes_.reset();
   // Bytes the client sent after its upgrade request belong to the new protocol.
   if (!inbound_.empty()) {
     BufferSlice slice = inbound_.slice(inbound_.data(), inbound_.size());
@@ -973,7 +976,7 @@ bool ClientConnection::handOffToTunnelSession() {
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&socket_), &client_fd) != 0 || upstream_fd < 0) {
     return false;
   }
-  RoutePtr route = routes_->findPointerById(route_->id);
+  RoutePtr route = tunnel_route_;
   if (!route || route.get() != route_) return false;
   // Copies of the two descriptors go to the session; this connection's
   // handles then close the originals, which leaves the sockets open.

@@ -157,6 +157,9 @@ class ClientConnection : private WriteQueue::Listener,
   RequestHead request_;
   RouteTableSnapshot routes_;
   const Route* route_ = nullptr;
+  // A tunnel holds its route alone, not the whole table it was matched in:
+  // tunnels live for hours while tables are replaced every minute.
+  RoutePtr tunnel_route_;
   std::string rewritten_path_;
   bool drop_authorization_ = false;  // the gateway consumed the bearer token
   bool strip_cookie_ = false;        // the gateway's cookie is removed upstream
