@@ -330,6 +330,28 @@ class UpgradeTunnelTest(TunnelTestBase):
                              after["tunnels_opened"] - before["tunnels_opened"])
 
 
+class BufferedUpgradeTunnelTest(UpgradeTunnelTest):
+    """The same cases on the buffered path (limits.tunnel_splice: false),
+    the path TLS tunnels take: read buffers handed to the other side."""
+
+    LIMITS = dict(TunnelTestBase.LIMITS, tunnel_splice=False)
+
+    def test_splice_counters(self):
+        before = self.totals()
+        n = 8 * h.MiB
+        t = th.open_upgrade(self.port, "up.test", "/duplex?tag=copied&n=%d" % n)
+        try:
+            res = th.run_duplex(t, n)
+        finally:
+            t.close()
+        self.assertEqual((res["how"], res["received"]), ("eof", n), repr(res))
+        self.assertTunnelsBackToZero("after the buffered tunnel")
+        after = self.totals()
+        self.assertEqual(after["tunnel_bytes_spliced"], before["tunnel_bytes_spliced"],
+                         "tunnel_splice: false, yet bytes were spliced")
+        self.assertGreaterEqual(after["tunnel_bytes_copied"] - before["tunnel_bytes_copied"], 2 * n)
+
+
 # --------------------------------------------------------------------------
 # (d) tunnel_idle_timeout_ms
 # --------------------------------------------------------------------------
