@@ -318,6 +318,7 @@ TaskResult GitspaceTasks::start(const Task& task, TaskReporter& reporter) {
   // invalid.
   if (machine.agent_port > 0) assigned["agent_port"] = machine.agent_port;
   if (machine.ide_port > 0) assigned["ide_port"] = machine.ide_port;
+  if (machine.ssh_port > 0) assigned["ssh_port"] = machine.ssh_port;
   reporter.emit("machine_assigned", "machine " + machine.id + " serves " + gs, assigned);
   if (!reporter.flush(limits_.control_plane_patience_ms)) {
     error = reporter.leaseLost()
@@ -348,12 +349,15 @@ TaskResult GitspaceTasks::start(const Task& task, TaskReporter& reporter) {
   reporter.emit("agent_gitspace_creation_completed", "the Gitspace is running (" +
                                                          task.gitspace.ide + " on port " +
                                                          std::to_string(ide_port) + ")");
-  return TaskResult::success({{"machine_id", machine.id},
-                              {"address", machine.address},
-                              {"agent_port", machine.agent_port},
-                              {"ide_port", ide_port},
-                              {"ide_protocol", protocol.empty() ? "http" : protocol},
-                              {"forwarded_ports", forwarded}});
+  nlohmann::json started = {{"machine_id", machine.id},
+                            {"address", machine.address},
+                            {"agent_port", machine.agent_port},
+                            {"ide_port", ide_port},
+                            {"ide_protocol", protocol.empty() ? "http" : protocol},
+                            {"forwarded_ports", forwarded}};
+  // The machine's sshd port becomes the IDE route's tunnel port.
+  if (machine.ssh_port > 0) started["ssh_port"] = machine.ssh_port;
+  return TaskResult::success(started);
 }
 
 // --- stop, delete, reset ---

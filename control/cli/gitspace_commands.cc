@@ -187,6 +187,9 @@ GitspaceCommands::GitspaceCommands(CLI::App& app, const bool& global_json)
   logs_->add_flag("-f,--follow", follow_, "keep following until the Gitspace is deleted");
   ssh_ = gitspace_->add_subcommand("ssh", "print the ssh command for a Gitspace");
   id_argument(ssh_);
+  ssh_->add_option("--user", ssh_user_,
+                   "the user to log in as (a devcontainer's remoteUser, else root)")
+      ->capture_default_str();
 
   // `gitspace list --json --control-url X`: options of `gitspace` after the
   // command too.
@@ -551,16 +554,28 @@ int GitspaceCommands::runSsh() {
   std::error_code ignored;
   std::filesystem::path absolute = std::filesystem::absolute(token_file, ignored);
   if (!ignored) token_file = absolute.string();
-  // The tunnel command quotes nothing: ids, URLs and paths with a quote in
-  // them are not worth supporting in a printed hint.
+  // ssh runs the ProxyCommand with its own PATH and working folder: name
+  // this very binary by its absolute path.
+  std::string self = "spacegatectl";
+  std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", ignored);
+  if (!ignored) self = executable.string();
+  // The machine's sshd port; ssh-proxy asks for it again (the port may move
+  // with a new machine), so -p only names the host key's port for ssh.
+  Json ssh_port = fieldOf(gitspace, "ssh_port");
+  int port = ssh_port.is_number_integer() ? ssh_port.get<int>() : 22;
+  // The command quotes nothing: ids, URLs and paths with a quote in them
+  // are not worth supporting in a printed line.
   std::printf(
-      "ssh -o ProxyCommand='spacegatectl gitspace tunnel %s 22 --control-url %s "
-      "--control-token-file %s' -o HostKeyAlias=%s %s\n",
-      id_.c_str(), api_.url().c_str(), token_file.c_str(), id_.c_str(), id_.c_str());
-  std::fprintf(stderr,
-               "spacegatectl: SSH reaches a Gitspace through the gateway's tunnel, which comes "
-               "with the tunnels issue: `gitspace tunnel` does not exist yet, so this command "
-               "will work once it does (add -l USER for a devcontainer's remoteUser)\n");
+      "ssh -o ProxyCommand='%s ssh-proxy %s --control-url %s --control-token-file %s' "
+      "-o HostKeyAlias=%s -p %d %s@%s\n",
+      self.c_str(), id_.c_str(), api_.url().c_str(), token_file.c_str(), id_.c_str(), port,
+      ssh_user_.c_str(), id_.c_str());
+  if (!ssh_port.is_number_integer()) {
+    std::fprintf(stderr,
+                 "spacegatectl: %s has no ssh port yet (it is %s): the command works once it "
+                 "runs\n",
+                 id_.c_str(), jsonText(fieldOf(gitspace, "state")).c_str());
+  }
   if (stringField(gitspace, "ide") != "ssh") {
     std::fprintf(stderr, "spacegatectl: %s was created with ide %s; sshd runs for ide ssh\n",
                  id_.c_str(), jsonText(fieldOf(gitspace, "ide")).c_str());

@@ -8,7 +8,7 @@
 //   gitspace list [--json] | get ID | open ID [--path]
 //   gitspace start|stop|reset|delete ID [--wait] [--timeout 10m]
 //   gitspace wait ID [--for running|stopped|deleted] [--timeout 10m]
-//   gitspace logs ID [--follow] | ssh ID
+//   gitspace logs ID [--follow] | ssh ID [--user U]   (the ssh line, through ssh-proxy)
 //
 // Every one takes --control-url (SPACEGATE_CONTROL_URL, default
 // http://127.0.0.1:7600) and --control-token-file (SPACEGATE_CONTROL_TOKEN_FILE).
@@ -89,6 +89,7 @@ class GitspaceCommands {
   std::string wait_for_ = "running";
   bool follow_ = false;
   bool path_form_ = false;
+  std::string ssh_user_ = "root";
 };
 
 }  // namespace spacegate

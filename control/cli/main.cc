@@ -8,6 +8,7 @@
 //     token keygen --kid K --out PREFIX     (PREFIX.key mode 0600, PREFIX.pub)
 //     token sign --key F --sub U --gs G --ttl 8h [--scope S]... [--aud A]
 //   spacegatectl gitspace create|list|get|open|start|stop|reset|delete|wait|logs|ssh ...
+//   spacegatectl ssh-proxy GITSPACE [--via connect|websocket] ...   (ssh_proxy.h)
 //
 // Exit codes: 0 done, 1 the gateway (or control plane) refused (the reason
 // and field are printed), 2 usage or a bad file, 3 it could not be reached.
@@ -33,6 +34,7 @@
 #include "route/route_json.h"
 #include "route_file.h"
 #include "service/service_client.h"
+#include "ssh_proxy.h"
 #include "text_table.h"
 
 namespace {
@@ -230,6 +232,7 @@ int main(int argc, char** argv) {
   sign->add_option("--exp", sign_exp, "expiry, Unix seconds (overrides --ttl; tests)");
 
   GitspaceCommands gitspace_commands(app, options.json);
+  SshProxyCommand ssh_proxy(app);
 
   try {
     app.parse(argc, argv);
@@ -238,6 +241,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : kExitUsage;
   }
   if (gitspace_commands.selected()) return gitspace_commands.run();
+  if (ssh_proxy.selected()) return ssh_proxy.run();
   if (*keygen) {
     SigningKey key = generateSigningKey(keygen_kid);
     nlohmann::json public_json = {{"kid", key.kid},

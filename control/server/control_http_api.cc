@@ -173,7 +173,8 @@ ApiOutcome ControlHttpApi::userApi(const ServiceRequest& request, const Caller& 
   }
   if (parts.size() == 3 && parts[2] == "token") {
     if (method != "POST") return ApiOutcome::methodNotAllowed("POST");
-    return plane_.issueToken(caller, id);
+    if (!parseBody(request, true, body, error)) return error;
+    return plane_.issueToken(caller, id, body);
   }
   if (parts.size() == 3 && parts[2] == "events") {
     if (method != "GET") return ApiOutcome::methodNotAllowed("GET");

@@ -184,6 +184,8 @@ nlohmann::json ControlPlane::gitspaceJson(const GitspaceRecord& gitspace) const 
       {"url", infra ? gitspaceUrl(gitspace, *infra) : ""},
       {"path_url", infra ? gitspacePathUrl(gitspace, *infra) : ""},
       {"forwarded_ports", gitspace.forwarded_ports},
+      {"ssh_port",
+       gitspace.ssh_port > 0 ? nlohmann::json(gitspace.ssh_port) : nlohmann::json(nullptr)},
       {"last_activity", gitspace.last_activity_ms
                             ? nlohmann::json(formatUnixMs(gitspace.last_activity_ms))
                             : nlohmann::json(nullptr)},
@@ -359,6 +361,7 @@ void ControlPlane::clearMachine(GitspaceRecord& gitspace) {
   gitspace.address.clear();
   gitspace.agent_port = 0;
   gitspace.ide_port = 0;
+  gitspace.ssh_port = 0;
   gitspace.ide_protocol.clear();
   gitspace.forwarded_ports.clear();
 }
@@ -597,7 +600,18 @@ ApiOutcome ControlPlane::gitspaceAction(const Caller& caller, const std::string&
   return ApiOutcome::ok(202, gitspaceJson(*gitspace));
 }
 
-ApiOutcome ControlPlane::issueToken(const Caller& caller, const std::string& id) {
+ApiOutcome ControlPlane::issueToken(const Caller& caller, const std::string& id,
+                                    const nlohmann::json& body) {
+  ApiOutcome error;
+  if (!checkFields(body, {"scope"}, error)) return error;
+  std::string scope = "ide";
+  if (body.contains("scope")) {
+    const nlohmann::json& value = body["scope"];
+    if (!value.is_string() || (value != "ide" && value != "ssh")) {
+      return ApiOutcome::fail(400, "must be ide or ssh", "scope");
+    }
+    scope = value.get<std::string>();
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   GitspaceRecord* gitspace = visibleGitspace(caller, id);
   if (!gitspace) return ApiOutcome::fail(404, "no such Gitspace");
@@ -606,23 +620,43 @@ ApiOutcome ControlPlane::issueToken(const Caller& caller, const std::string& id)
   }
   const InfraRecord* infra = infraOf(*gitspace);
   if (!infra) return ApiOutcome::fail(409, "the Gitspace's infra config is gone");
+  bool ssh = scope == "ssh";
+  // An ssh token is only worth having with a port to tunnel to: the one the
+  // IDE route's tunnel_ports allows, which exists while the Gitspace runs.
+  if (ssh && gitspace->state != GitspaceState::kRunning) {
+    return ApiOutcome::fail(409, std::string("the Gitspace is ") +
+                                     gitspaceStateName(gitspace->state) +
+                                     ", not running: its ssh tunnel opens when it runs");
+  }
+  if (ssh && gitspace->ssh_port <= 0) {
+    return ApiOutcome::fail(409, "the Gitspace's machine reported no ssh port");
+  }
   AccessToken access;
   access.kid = signing_key_.kid;
   access.sub = gitspace->owner;
   access.gs = gitspace->id;
   access.iat = clock_() / 1000;
   access.exp = access.iat + static_cast<int64_t>(config_.token_ttl_ms / 1000);
-  access.scopes = {"ide"};
+  access.scopes = {scope};
   std::string token = signAccessToken(access, signing_key_);
-  logEvent(LogLevel::kInfo, "ide token issued")
+  logEvent(LogLevel::kInfo, ssh ? "ssh token issued" : "ide token issued")
       .with("gitspace", gitspace->id)
       .with("owner", gitspace->owner)
       .with("by", caller.user.id)
       .with("exp", access.exp)
       .emit();
-  return ApiOutcome::ok(200, {{"token", token},
-                              {"url", gitspaceUrl(*gitspace, *infra) + "?sg_token=" + token},
-                              {"expires_at", formatUnixMs(access.exp * 1000)}});
+  nlohmann::json reply = {
+      {"token", token}, {"scope", scope}, {"expires_at", formatUnixMs(access.exp * 1000)}};
+  if (!ssh) {
+    reply["url"] = gitspaceUrl(*gitspace, *infra) + "?sg_token=" + token;
+    return ApiOutcome::ok(200, reply);
+  }
+  // No "url": an ssh token opens no page (IDE routes want scope ide).
+  reply["ssh"] = {{"host", gitspaceHost(*gitspace, *infra)},
+                  {"port", gitspace->ssh_port},
+                  {"gateway", gatewayUrl(*infra)},
+                  {"websocket_url", tunnelWebSocketUrl(*gitspace, *infra, gitspace->ssh_port)}};
+  return ApiOutcome::ok(200, reply);
 }
 
 ApiOutcome ControlPlane::gateways(const Caller&) {

@@ -106,7 +106,10 @@ class ControlPlane {
   ApiOutcome getGitspace(const Caller& caller, const std::string& id);
   // action: "start", "stop", "reset" or "delete".
   ApiOutcome gitspaceAction(const Caller& caller, const std::string& id, const std::string& action);
-  ApiOutcome issueToken(const Caller& caller, const std::string& id);
+  // body: {"scope": "ide" (default) | "ssh"}. An ssh token comes with where
+  // its tunnel goes (the "ssh" object of the reply).
+  ApiOutcome issueToken(const Caller& caller, const std::string& id,
+                        const nlohmann::json& body = nlohmann::json::object());
   ApiOutcome gateways(const Caller& caller);
   // Starts an SSE stream on `exchange`: the stored events after `after`,
   // then live ones. handled on success.

@@ -365,7 +365,8 @@ bool ControlPlane::validMachineData(const nlohmann::json& data, bool require_all
   };
   if (!text("machine_id", true, 128, TextRule::kPrintable) ||
       !text("address", true, 253, TextRule::kPrintable) || !port("agent_port", !require_all) ||
-      !port("ide_port", require_all) || !text("ide_protocol", false, 16, TextRule::kName)) {
+      !port("ide_port", require_all) || !port("ssh_port", false) ||
+      !text("ide_protocol", false, 16, TextRule::kName)) {
     return false;
   }
   if (!validMachineAddress(data["address"].get<std::string>())) {
@@ -393,7 +394,10 @@ bool ControlPlane::validMachineData(const nlohmann::json& data, bool require_all
 
 void ControlPlane::recordMachine(GitspaceRecord& gitspace, const nlohmann::json& data) {
   std::string machine_id = data.value("machine_id", std::string());
-  if (machine_id != gitspace.machine_id) gitspace.forwarded_ports.clear();
+  if (machine_id != gitspace.machine_id) {
+    gitspace.forwarded_ports.clear();
+    gitspace.ssh_port = 0;  // another machine's sshd may not be where the old one's was
+  }
   gitspace.machine_id = machine_id;
   gitspace.address = data.value("address", std::string());
   if (data.contains("agent_port") && data["agent_port"].is_number_integer()) {
@@ -401,6 +405,9 @@ void ControlPlane::recordMachine(GitspaceRecord& gitspace, const nlohmann::json&
   }
   if (data.contains("ide_port") && data["ide_port"].is_number_integer()) {
     gitspace.ide_port = data["ide_port"].get<int>();
+  }
+  if (data.contains("ssh_port") && data["ssh_port"].is_number_integer()) {
+    gitspace.ssh_port = data["ssh_port"].get<int>();
   }
   if (data.contains("ide_protocol") && data["ide_protocol"].is_string()) {
     gitspace.ide_protocol = data["ide_protocol"].get<std::string>();

@@ -73,6 +73,9 @@ struct GitspaceRecord {
   std::string address;
   int agent_port = 0;
   int ide_port = 0;
+  // The machine's sshd port, as the runner reported it through the delegate;
+  // the IDE route's tunnel_ports (0: none reported, no tunnel).
+  int ssh_port = 0;
   std::string ide_protocol;
   std::vector<int> forwarded_ports;
   int64_t last_activity_ms = 0;  // from delegates' reports; 0: none yet

@@ -1,5 +1,6 @@
 #include "control/server/control_store.h"
 
+#include <cstring>
 #include <functional>
 
 namespace spacegate {
@@ -62,7 +63,7 @@ constexpr const char* kSchema =
     " machine_id TEXT NOT NULL, address TEXT NOT NULL, agent_port INTEGER NOT NULL,"
     " ide_port INTEGER NOT NULL, ide_protocol TEXT NOT NULL, forwarded_ports TEXT NOT NULL,"
     " last_activity_ms INTEGER NOT NULL, created_at_ms INTEGER NOT NULL,"
-    " task_id TEXT NOT NULL);"
+    " task_id TEXT NOT NULL, ssh_port INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
     " kind TEXT NOT NULL, gitspace TEXT NOT NULL, state TEXT NOT NULL, delegate TEXT NOT NULL,"
     " lease_until_ms INTEGER NOT NULL, attempt INTEGER NOT NULL, payload TEXT NOT NULL,"
@@ -73,6 +74,30 @@ constexpr const char* kSchema =
     " gitspace TEXT NOT NULL, type TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL,"
     " at_ms INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS events_by_gitspace ON events (gitspace, id);";
+
+// Columns added after a table's first release, for databases made before
+// them: CREATE TABLE IF NOT EXISTS leaves an existing table as it was.
+struct AddedColumn {
+  const char* table;
+  const char* column;
+  const char* definition;
+};
+constexpr AddedColumn kAddedColumns[] = {
+    {"gitspaces", "ssh_port", "INTEGER NOT NULL DEFAULT 0"},
+};
+
+bool hasColumn(sqlite3* database, const char* table, const char* column) {
+  sqlite3_stmt* query = nullptr;
+  std::string sql = std::string("PRAGMA table_info(") + table + ")";
+  if (sqlite3_prepare_v2(database, sql.c_str(), -1, &query, nullptr) != SQLITE_OK) return false;
+  bool found = false;
+  while (!found && sqlite3_step(query) == SQLITE_ROW) {
+    const unsigned char* name = sqlite3_column_text(query, 1);
+    found = name && std::strcmp(reinterpret_cast<const char*>(name), column) == 0;
+  }
+  sqlite3_finalize(query);
+  return found;
+}
 
 constexpr const char* kTaskColumns =
     "id, seq, kind, gitspace, state, delegate, lease_until_ms, attempt, payload, result, error,"
@@ -133,6 +158,16 @@ bool ControlStore::finishStep(sqlite3_stmt* statement, std::string& error) {
   return true;
 }
 
+bool ControlStore::addMissingColumns(std::string& error) {
+  for (const AddedColumn& added : kAddedColumns) {
+    if (hasColumn(database_, added.table, added.column)) continue;
+    std::string sql = std::string("ALTER TABLE ") + added.table + " ADD COLUMN " + added.column +
+                      " " + added.definition;
+    if (!execute(sql.c_str(), error)) return false;
+  }
+  return true;
+}
+
 bool ControlStore::open(const std::string& path, std::string& error) {
   if (sqlite3_open_v2(path.c_str(), &database_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -145,7 +180,7 @@ bool ControlStore::open(const std::string& path, std::string& error) {
   // process being killed at any moment (only a power loss may drop the last
   // few), and writers do not wait for fsync.
   if (!execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", error) ||
-      !execute(kSchema, error) ||
+      !execute(kSchema, error) || !addMissingColumns(error) ||
       !prepare("INSERT OR REPLACE INTO users (id, name, role, token_hash, created_at_ms)"
                " VALUES (?1, ?2, ?3, ?4, ?5)",
                &save_user_, error) ||
@@ -164,8 +199,8 @@ bool ControlStore::open(const std::string& path, std::string& error) {
       !prepare("INSERT OR REPLACE INTO gitspaces (id, name, owner, repository, branch, ide, infra,"
                " state, state_reason, state_since_ms, idle_timeout_s, machine_id, address,"
                " agent_port, ide_port, ide_protocol, forwarded_ports, last_activity_ms,"
-               " created_at_ms, task_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-               " ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+               " created_at_ms, task_id, ssh_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+               " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                &save_gitspace_, error) ||
       !prepare("INSERT OR REPLACE INTO tasks (id, seq, kind, gitspace, state, delegate,"
                " lease_until_ms, attempt, payload, result, error, waiting_noted, created_at_ms,"
@@ -284,7 +319,7 @@ bool ControlStore::load(ControlSnapshot& snapshot, std::string& error) {
       each(
           "SELECT id, name, owner, repository, branch, ide, infra, state, state_reason,"
           " state_since_ms, idle_timeout_s, machine_id, address, agent_port, ide_port,"
-          " ide_protocol, forwarded_ports, last_activity_ms, created_at_ms, task_id"
+          " ide_protocol, forwarded_ports, last_activity_ms, created_at_ms, task_id, ssh_port"
           " FROM gitspaces ORDER BY created_at_ms, id",
           [&](sqlite3_stmt* q) {
             GitspaceRecord gitspace;
@@ -317,6 +352,7 @@ bool ControlStore::load(ControlSnapshot& snapshot, std::string& error) {
             gitspace.last_activity_ms = columnInt(q, 17);
             gitspace.created_at_ms = columnInt(q, 18);
             gitspace.task_id = columnText(q, 19);
+            gitspace.ssh_port = static_cast<int>(columnInt(q, 20));
             snapshot.gitspaces.push_back(std::move(gitspace));
           }) &&
       each((std::string("SELECT ") + kTaskColumns +
@@ -411,7 +447,8 @@ bool ControlStore::saveGitspace(const GitspaceRecord& gitspace, std::string& err
       .text(nlohmann::json(gitspace.forwarded_ports).dump())
       .integer(gitspace.last_activity_ms)
       .integer(gitspace.created_at_ms)
-      .text(gitspace.task_id);
+      .text(gitspace.task_id)
+      .integer(gitspace.ssh_port);
   return finishStep(save_gitspace_, error);
 }
 

@@ -67,6 +67,8 @@ class ControlStore {
 
  private:
   bool execute(const char* sql, std::string& error);
+  // Adds the columns a database made by an older version lacks.
+  bool addMissingColumns(std::string& error);
   bool prepare(const char* sql, sqlite3_stmt** statement, std::string& error);
   bool finishStep(sqlite3_stmt* statement, std::string& error);
 

@@ -33,6 +33,20 @@ std::string gitspacePathUrl(const GitspaceRecord& gitspace, const InfraRecord& i
          "/";
 }
 
+std::string gitspaceHost(const GitspaceRecord& gitspace, const InfraRecord& infra) {
+  return gitspace.id + "." + infra.gateway_domain;
+}
+
+std::string gatewayUrl(const InfraRecord& infra) {
+  return infra.url_scheme + "://" + authority(infra.gateway_domain, infra);
+}
+
+std::string tunnelWebSocketUrl(const GitspaceRecord& gitspace, const InfraRecord& infra, int port) {
+  std::string scheme = infra.url_scheme == "https" ? "wss" : "ws";
+  return scheme + "://" + authority(gitspaceHost(gitspace, infra), infra) + "/.spacegate/tunnel/" +
+         std::to_string(port);
+}
+
 std::vector<nlohmann::json> desiredRoutesFor(const GitspaceRecord& gitspace,
                                              const InfraRecord& infra) {
   std::vector<nlohmann::json> routes;
@@ -74,8 +88,12 @@ std::vector<nlohmann::json> desiredRoutesFor(const GitspaceRecord& gitspace,
                           {"owner", gitspace.owner},
                           {"access", "owner"}};
   };
-  routes.push_back(
-      owner_route(gs, gs + "." + domain, strip ? basePath(gitspace) : "/", strip, ide_upstream));
+  nlohmann::json ide_route =
+      owner_route(gs, gs + "." + domain, strip ? basePath(gitspace) : "/", strip, ide_upstream);
+  // SSH reaches the machine's sshd through the IDE host: CONNECT or the
+  // WebSocket tunnel endpoint, with an ssh token (docs/tunnels.md).
+  if (gitspace.ssh_port > 0) ide_route["tunnel_ports"] = nlohmann::json::array({gitspace.ssh_port});
+  routes.push_back(std::move(ide_route));
   for (int port : gitspace.forwarded_ports) {
     routes.push_back(owner_route(gs + "--" + std::to_string(port),
                                  std::to_string(port) + "--" + gs + "." + domain, "/", false,

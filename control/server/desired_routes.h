@@ -22,6 +22,14 @@ std::vector<nlohmann::json> desiredRoutesFor(const GitspaceRecord& gitspace,
 std::string gitspaceUrl(const GitspaceRecord& gitspace, const InfraRecord& infra);
 std::string gitspacePathUrl(const GitspaceRecord& gitspace, const InfraRecord& infra);
 
+// "gs.D": the host of a Gitspace's IDE route, which carries its tunnels.
+std::string gitspaceHost(const GitspaceRecord& gitspace, const InfraRecord& infra);
+// "<scheme>://D[:port]": where tools reach the gateway.
+std::string gatewayUrl(const InfraRecord& infra);
+// "ws(s)://gs.D[:port]/.spacegate/tunnel/<port>": the gateway's WebSocket
+// tunnel endpoint to a port of the Gitspace's machine (docs/tunnels.md).
+std::string tunnelWebSocketUrl(const GitspaceRecord& gitspace, const InfraRecord& infra, int port);
+
 // "10.0.0.5:8089", "[fd00::5]:8089".
 std::string upstreamAddress(const std::string& address, int port);
 

@@ -96,6 +96,10 @@ std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> ups
       }
     }
     HostShard& hosts = writable(host_copies, next->host_shards_, shardOf(host));
+    if (auto tunnel = hosts.tunnel_routes.find(host);
+        !wildcard && tunnel != hosts.tunnel_routes.end() && tunnel->second == old) {
+      hosts.tunnel_routes.erase(tunnel);
+    }
     LengthMap& lengths_by_host = wildcard ? hosts.wildcard : hosts.exact;
     if (auto entry = lengths_by_host.find(host); entry != lengths_by_host.end()) {
       PrefixLengths& lengths = entry->second;
@@ -131,6 +135,7 @@ std::shared_ptr<const RouteTable> RouteTable::withChanges(std::vector<Route> ups
     } else {
       lengths.insert(position, {length, 1});
     }
+    if (!wildcard && !stored->tunnel_ports.empty()) hosts.tunnel_routes[std::string(host)] = stored;
     if (wildcard) next->has_wildcards_ = true;
     ++next->size_;
   }
@@ -224,6 +229,17 @@ const Route* RouteTable::match(std::string_view host, std::string_view path) con
     return longestPrefix(true, parent, wildcard->second, path);
   }
   return nullptr;
+}
+
+const Route* RouteTable::matchTunnel(std::string_view host) const {
+  char buffer[256];
+  std::string_view name;
+  if (!normaliseHost(host, buffer, sizeof buffer, name)) return nullptr;
+  const HostShard& shard = *host_shards_[shardOf(name)];
+  if (auto tunnel = shard.tunnel_routes.find(name); tunnel != shard.tunnel_routes.end()) {
+    return tunnel->second.get();
+  }
+  return match(host, "/");
 }
 
 const Route* RouteTable::findById(std::string_view id) const {

@@ -41,6 +41,10 @@ class RouteTable {
   // The route for a request, or nullptr. `host` may carry a port and any
   // case; `path` is the origin-form target (path and query).
   const Route* match(std::string_view host, std::string_view path) const;
+  // The route a tunnel to `host` (CONNECT, the WebSocket tunnel endpoint)
+  // uses: the host's route with tunnel_ports (exact hosts only; whatever its
+  // path prefix), else its "/" route, else nullptr.
+  const Route* matchTunnel(std::string_view host) const;
   const Route* findById(std::string_view id) const;
   RoutePtr findPointerById(std::string_view id) const;
   // The route with this exact host and path prefix, or nullptr.
@@ -80,6 +84,8 @@ class RouteTable {
   struct HostShard {
     LengthMap exact;
     LengthMap wildcard;  // keyed by the part after "*."
+    // Per exact host, its route with tunnel_ports (the last one written).
+    std::unordered_map<std::string, RoutePtr, StringHash, std::equal_to<>> tunnel_routes;
   };
   struct IdShard {
     std::unordered_map<std::string, RoutePtr, StringHash, std::equal_to<>> routes;

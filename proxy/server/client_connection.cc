@@ -277,11 +277,6 @@ void ClientConnection::beginExchange() {
     beginConnectRequest();
     return;
   }
-  if (!route_) {
-    error_ = "no route";
-    respondLocally(404, "no route for this host and path", false);
-    return;
-  }
   if (request_.path.starts_with(kTunnelEndpointPrefix)) {
     // The gateway's own path on every Gitspace host: never forwarded.
     uint16_t port = 0;
@@ -295,7 +290,14 @@ void ClientConnection::beginExchange() {
       return;
     }
     tunnel_kind_ = TunnelKind::kEndpoint;
+    // The host's tunnel route, whatever path prefix its IDE route has.
+    route_ = routes_->matchTunnel(request_.host);
     openTunnel(port);
+    return;
+  }
+  if (!route_) {
+    error_ = "no route";
+    respondLocally(404, "no route for this host and path", false);
     return;
   }
   AccessContext access{worker_.authConfig(), worker_.keys(), worker_.tokenCache(),
@@ -374,7 +376,7 @@ void ClientConnection::beginConnectRequest() {
     respondLocally(400, "CONNECT needs a host:port target", true);
     return;
   }
-  route_ = routes_->match(target.substr(0, colon), "/");
+  route_ = routes_->matchTunnel(target.substr(0, colon));
   openTunnel(port);
 }
 

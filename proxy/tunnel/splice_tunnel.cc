@@ -148,6 +148,11 @@ bool SpliceTunnel::pump(Direction& direction, uint64_t& moved) {
     finish(End::kReset, errno == ECONNRESET ? "peer reset the tunnel" : "read failed in tunnel");
     return false;
   }
+  // Out of this event's share. Bytes left in the pipe must not wait for the
+  // source to become readable again (it may have nothing more to say):
+  // watching the destination for writability brings this direction back at
+  // once.
+  if (direction.in_pipe > 0) direction.blocked = true;
   return true;
 }
 

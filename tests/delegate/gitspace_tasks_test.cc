@@ -250,7 +250,8 @@ TEST_F(TasksTest, StartRunsEveryStepInOrder) {
                                          {"agent_port", 7000},
                                          {"ide_port", 8888},
                                          {"ide_protocol", "http"},
-                                         {"forwarded_ports", {3000}}}));
+                                         {"forwarded_ports", {3000}},
+                                         {"ssh_port", 2222}}));
   std::vector<std::string> types = eventTypes();
   std::vector<std::string> expected = {"infra_provisioning_started",
                                        "infra_provisioning_completed",
@@ -265,7 +266,8 @@ TEST_F(TasksTest, StartRunsEveryStepInOrder) {
   EXPECT_EQ(assigned_, nlohmann::json({{"machine_id", "m-1"},
                                        {"address", "10.213.0.3"},
                                        {"agent_port", 7000},
-                                       {"ide_port", 8888}}));
+                                       {"ide_port", 8888},
+                                       {"ssh_port", 2222}}));
   // The log, line by line, terminal colours and carriage returns gone.
   std::vector<nlohmann::json> lines = eventsOf("agent_setup_log");
   ASSERT_EQ(lines.size(), 3u);

@@ -23,6 +23,7 @@ Environment: SPACEGATE_CONTROL_BINARY (default
 /work/main/build-control/control/server/spacegate-control); SPACEGATE_BINARY
 for the two checks against a real gateway (skipped without it)."""
 
+import base64
 import http.client
 import json
 import os
@@ -851,6 +852,37 @@ class LifecycleTest(ControlTestCase):
         self.assertIn("machine_assigned", types)
         self.assertEqual(types[-1], "deleted")
 
+    def test_ssh_tokens_name_their_tunnel(self):
+        delegate = FakeDelegate(self.control)
+        api = self.admin
+        gs = api.create_gitspace()["id"]
+        path = "/gitspaces/%s/token" % gs
+        self.assertField(api.call("POST", path, {"scope": "root"}), 400, "scope")
+        self.assertField(api.call("POST", path, {"scope": ["ssh"]}), 400, "scope")
+        self.assertEqual(api.call("POST", path, {"scope": "ssh"}).status, 409)  # starting
+        finish_start(self, delegate, delegate.poll(), dict(MACHINE, ssh_port=41003))
+        self.assertEqual(api.gitspace(gs)["ssh_port"], 41003)
+        by_id = {r["id"]: r for r in delegate.routes()["routes"]}
+        self.assertEqual(by_id[gs]["tunnel_ports"], [41003])
+        self.assertNotIn("tunnel_ports", by_id[gs + "--3000"])
+
+        reply = api.ok("POST", path, {"scope": "ssh"})
+        self.assertEqual(reply["scope"], "ssh")
+        self.assertNotIn("url", reply)
+        self.assertEqual(reply["ssh"], {
+            "host": "%s.gs.test" % gs, "port": 41003, "gateway": "http://gs.test:8080",
+            "websocket_url": "ws://%s.gs.test:8080/.spacegate/tunnel/41003" % gs})
+        # The payload (not checked for its signature here): scope ssh only.
+        payload = reply["token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        self.assertEqual(claims.get("scope"), "ssh")
+        # No body, an empty one and "ide" are the IDE token, as before.
+        for body in (None, {}, {"scope": "ide"}):
+            ide = api.ok("POST", path, body)
+            self.assertEqual(ide["scope"], "ide")
+            self.assertIn("url", ide)
+            self.assertNotIn("ssh", ide)
+
     def test_route_table_is_taken_by_a_real_gateway(self):
         if not os.path.exists(GATEWAY_BINARY):
             self.skipTest("gateway binary not found: %s" % GATEWAY_BINARY)
@@ -858,7 +890,7 @@ class LifecycleTest(ControlTestCase):
         for name, ide in (("j", "jupyter"), ("v", "vscode-web"), ("s", "ssh")):
             self.admin.create_gitspace(name, ide=ide)
             finish_start(self, delegate, delegate.poll(),
-                         dict(MACHINE, forwarded_ports=[3000, 8000]))
+                         dict(MACHINE, forwarded_ports=[3000, 8000], ssh_port=41003))
         self.admin.create_gitspace("starting")
         task = delegate.poll()
         delegate.events(task, [{"type": "machine_assigned", "data": {

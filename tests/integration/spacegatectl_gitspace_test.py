@@ -596,11 +596,24 @@ class SpacegatectlGitspaceTest(unittest.TestCase):
     def test_ssh_prints_the_command_and_says_what_it_needs(self):
         gs_id = self.ok("create", "--repo", "https://example.com/s.git", "--ide",
                         "ssh").stdout.strip()
+        # No ssh port yet (the fake's records have none): port 22, and a note.
         proc = self.ok("ssh", gs_id)
-        self.assertTrue(proc.stdout.startswith("ssh -o ProxyCommand='spacegatectl gitspace "
-                                               "tunnel %s 22 " % gs_id), proc.stdout)
-        self.assertTrue(proc.stdout.rstrip().endswith(" " + gs_id), proc.stdout)
-        self.assertIn("tunnels issue", proc.stderr)
+        proxy = "%s ssh-proxy %s --control-url %s --control-token-file %s" % (
+            os.path.realpath(h.CTL_BINARY), gs_id, self.plane.url,
+            os.path.abspath(self.token_file))
+        self.assertEqual(proc.stdout, "ssh -o ProxyCommand='%s' -o HostKeyAlias=%s -p 22 "
+                         "root@%s\n" % (proxy, gs_id, gs_id))
+        self.assertIn("no ssh port yet", proc.stderr)
+        self.assertNotIn("sshd runs for ide ssh", proc.stderr)
+        # The machine's ssh port, and another user.
+        self.plane.gitspaces[gs_id]["ssh_port"] = 2222
+        proc = self.ok("ssh", gs_id, "--user", "vscode")
+        self.assertTrue(proc.stdout.endswith(" -o HostKeyAlias=%s -p 2222 vscode@%s\n"
+                                             % (gs_id, gs_id)), proc.stdout)
+        self.assertEqual(proc.stderr, "")
+        # A Gitspace without sshd gets the command and a word of warning.
+        other = self.ok("create", "--repo", "https://example.com/j.git").stdout.strip()
+        self.assertIn("sshd runs for ide ssh", self.ok("ssh", other).stderr)
 
     # -- options, usage and exit codes ----------------------------------------------
 

@@ -454,6 +454,101 @@ TEST_F(ControlPlaneTest, UsersSeeOnlyTheirGitspaces) {
       own.body["url"].get<std::string>() + "?sg_token=" + token.body["token"].get<std::string>());
 }
 
+TEST_F(ControlPlaneTest, SshTokensNameTheirTunnel) {
+  std::string delegate = registerDelegate("d1");
+  std::string id = createGitspace();
+  KeyRing ring;
+  ring.add(key_.kid, key_.public_key);
+
+  // The scope is checked before anything else; unknown fields too.
+  ApiOutcome bad = plane_->issueToken(admin_, id, {{"scope", "root"}});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.field, "scope");
+  EXPECT_EQ(plane_->issueToken(admin_, id, {{"scope", 22}}).field, "scope");
+  EXPECT_EQ(plane_->issueToken(admin_, id, {{"scope", nullptr}}).field, "scope");
+  EXPECT_EQ(plane_->issueToken(admin_, id, {{"scopes", "ssh"}}).status, 400);
+  // Starting: no tunnel yet.
+  ApiOutcome early = plane_->issueToken(admin_, id, {{"scope", "ssh"}});
+  EXPECT_EQ(early.status, 409);
+  EXPECT_NE(early.error.find("starting"), std::string::npos) << early.error;
+
+  nlohmann::json task = poll(delegate);
+  nlohmann::json data = machine();
+  data["ssh_port"] = 2222;
+  ASSERT_EQ(result(delegate, task, true, data).status, 200);
+  ASSERT_EQ(state(id), GitspaceState::kRunning);
+  EXPECT_EQ(plane_->gitspace(id)->ssh_port, 2222);
+  EXPECT_EQ(plane_->getGitspace(admin_, id).body["ssh_port"], 2222);
+  // The IDE route allows the machine's ssh port.
+  bool found = false;
+  ApiOutcome table = plane_->routes(delegate);
+  for (const nlohmann::json& route : table.body["routes"]) {
+    if (route["id"] != id) continue;
+    found = true;
+    EXPECT_EQ(route["tunnel_ports"], nlohmann::json::array({2222}));
+  }
+  EXPECT_TRUE(found);
+
+  ApiOutcome ssh = plane_->issueToken(admin_, id, {{"scope", "ssh"}});
+  ASSERT_EQ(ssh.status, 200) << ssh.error;
+  AccessToken access;
+  ASSERT_EQ(verifyAccessToken(ssh.body["token"].get<std::string>(), ring, now_ / 1000, access),
+            TokenCheck::kValid);
+  EXPECT_EQ(access.scopes, std::vector<std::string>{"ssh"});
+  EXPECT_EQ(access.gs, id);
+  EXPECT_EQ(access.sub, admin_.user.id);
+  EXPECT_EQ(ssh.body["scope"], "ssh");
+  EXPECT_FALSE(ssh.body.contains("url"));  // an ssh token opens no page
+  EXPECT_EQ(ssh.body["ssh"], nlohmann::json({{"host", id + ".gs.test"},
+                                             {"port", 2222},
+                                             {"gateway", "http://gs.test:8080"},
+                                             {"websocket_url", "ws://" + id +
+                                                                   ".gs.test:8080/.spacegate/"
+                                                                   "tunnel/2222"}}));
+  // The default and an explicit "ide" are the IDE token, as before.
+  for (const nlohmann::json& body : {nlohmann::json::object(), nlohmann::json{{"scope", "ide"}}}) {
+    ApiOutcome ide = plane_->issueToken(admin_, id, body);
+    ASSERT_EQ(ide.status, 200);
+    ASSERT_EQ(verifyAccessToken(ide.body["token"].get<std::string>(), ring, now_ / 1000, access),
+              TokenCheck::kValid);
+    EXPECT_EQ(access.scopes, std::vector<std::string>{"ide"});
+    EXPECT_TRUE(ide.body.contains("url"));
+    EXPECT_FALSE(ide.body.contains("ssh"));
+  }
+
+  // The port survives a restart.
+  open();
+  admin_ = plane_->authenticate(admin_token_);
+  EXPECT_EQ(plane_->gitspace(id)->ssh_port, 2222);
+  EXPECT_EQ(plane_->issueToken(admin_, id, {{"scope", "ssh"}}).status, 200);
+
+  // A start on a machine that reports no ssh port: no tunnel, no ssh token.
+  ASSERT_EQ(plane_->gitspaceAction(admin_, id, "reset").status, 202);
+  task = poll(delegate);
+  ASSERT_EQ(task["kind"], "reset");
+  ASSERT_EQ(result(delegate, task, true).status, 200);
+  EXPECT_EQ(plane_->gitspace(id)->ssh_port, 0);  // the machine was forgotten
+  task = poll(delegate);
+  ASSERT_EQ(task["kind"], "start");
+  ASSERT_EQ(result(delegate, task, true, machine()).status, 200);
+  ASSERT_EQ(state(id), GitspaceState::kRunning);
+  ApiOutcome none = plane_->issueToken(admin_, id, {{"scope", "ssh"}});
+  EXPECT_EQ(none.status, 409);
+  EXPECT_NE(none.error.find("no ssh port"), std::string::npos) << none.error;
+  EXPECT_TRUE(plane_->getGitspace(admin_, id).body["ssh_port"].is_null());
+}
+
+TEST_F(ControlPlaneTest, MachineDataRefusesABadSshPort) {
+  std::string delegate = registerDelegate("d1");
+  createGitspace();
+  nlohmann::json task = poll(delegate);
+  nlohmann::json data = machine();
+  data["ssh_port"] = 70000;
+  ApiOutcome refused = result(delegate, task, true, data);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_EQ(refused.field, "data.ssh_port") << refused.error;
+}
+
 TEST_F(ControlPlaneTest, GitspaceLimitsAndValidation) {
   config_.limits.max_gitspaces_per_user = 2;
   open();

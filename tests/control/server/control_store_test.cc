@@ -61,6 +61,7 @@ GitspaceRecord fullGitspace() {
   gitspace.address = "10.213.0.7";
   gitspace.agent_port = 8090;
   gitspace.ide_port = 8888;
+  gitspace.ssh_port = 2222;
   gitspace.ide_protocol = "http1";
   gitspace.forwarded_ports = {3000, 8000};
   gitspace.last_activity_ms = 9'007'199'254'740'993;  // beyond a double's exact range
@@ -134,6 +135,7 @@ TEST_F(ControlStoreTest, EveryRecordSurvivesARestart) {
   EXPECT_EQ(loaded.last_activity_ms, gitspace.last_activity_ms);
   EXPECT_EQ(loaded.agent_port, 8090);
   EXPECT_EQ(loaded.ide_port, 8888);
+  EXPECT_EQ(loaded.ssh_port, 2222);
   EXPECT_EQ(loaded.machine_id, "m-42");
   EXPECT_EQ(loaded.task_id, "t-00ff");
   ASSERT_EQ(snapshot.live_tasks.size(), 1u);
@@ -223,6 +225,40 @@ TEST_F(ControlStoreTest, UnknownStateComesBackAsErrorWithAReason) {
   ASSERT_EQ(snapshot.gitspaces.size(), 1u);
   EXPECT_EQ(snapshot.gitspaces[0].state, GitspaceState::kError);
   EXPECT_NE(snapshot.gitspaces[0].state_reason.find("flying"), std::string::npos);
+}
+
+// A database made before gitspaces had ssh_port: it gains the column (0
+// for the rows it has) and keeps every Gitspace.
+TEST_F(ControlStoreTest, AnOlderDatabaseGainsTheSshPortColumn) {
+  store_.reset();
+  std::filesystem::remove(path_);
+  sqlite3* database = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &database), SQLITE_OK);
+  const char* older =
+      "CREATE TABLE gitspaces (id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+      " owner TEXT NOT NULL, repository TEXT NOT NULL, branch TEXT NOT NULL, ide TEXT NOT NULL,"
+      " infra TEXT NOT NULL, state TEXT NOT NULL, state_reason TEXT NOT NULL,"
+      " state_since_ms INTEGER NOT NULL, idle_timeout_s INTEGER NOT NULL,"
+      " machine_id TEXT NOT NULL, address TEXT NOT NULL, agent_port INTEGER NOT NULL,"
+      " ide_port INTEGER NOT NULL, ide_protocol TEXT NOT NULL, forwarded_ports TEXT NOT NULL,"
+      " last_activity_ms INTEGER NOT NULL, created_at_ms INTEGER NOT NULL,"
+      " task_id TEXT NOT NULL);"
+      "INSERT INTO gitspaces VALUES ('gs-00000001', 'old', 'u-1', 'r', '', 'ssh', 'inf-1',"
+      " 'running', '', 1, 0, 'm-1', '10.0.0.5', 8090, 2200, 'tcp', '[]', 0, 1, '');";
+  ASSERT_EQ(sqlite3_exec(database, older, nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(database);
+
+  reopen();
+  ControlSnapshot snapshot = load();
+  ASSERT_EQ(snapshot.gitspaces.size(), 1u);
+  EXPECT_EQ(snapshot.gitspaces[0].ide_port, 2200);
+  EXPECT_EQ(snapshot.gitspaces[0].ssh_port, 0);
+  std::string error;
+  GitspaceRecord gitspace = snapshot.gitspaces[0];
+  gitspace.ssh_port = 22;
+  ASSERT_TRUE(store_->saveGitspace(gitspace, error)) << error;
+  reopen();  // the column is there now: nothing to add a second time
+  EXPECT_EQ(load().gitspaces[0].ssh_port, 22);
 }
 
 }  // namespace

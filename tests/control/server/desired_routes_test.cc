@@ -143,5 +143,44 @@ TEST(DesiredRoutesTest, Urls) {
   EXPECT_EQ(gitspacePathUrl(gitspace, standard), "http://gs.example.com/gs/gs-0123abcd/");
 }
 
+TEST(DesiredRoutesTest, SshPortBecomesTheIdeRoutesTunnelPort) {
+  GitspaceRecord gitspace = running();
+  EXPECT_FALSE(findRoute(desiredRoutesFor(gitspace, infra()), "gs-0123abcd")
+                   ->contains("tunnel_ports"));  // no port reported: no tunnel
+  gitspace.ssh_port = 2222;
+  std::vector<nlohmann::json> routes = desiredRoutesFor(gitspace, infra());
+  ASSERT_EQ(routes.size(), 4u);
+  const nlohmann::json* ide = findRoute(routes, "gs-0123abcd");
+  ASSERT_NE(ide, nullptr);
+  EXPECT_EQ((*ide)["tunnel_ports"], nlohmann::json::array({2222}));
+  // Only the IDE host carries tunnels.
+  for (const nlohmann::json& route : routes) {
+    if (route["id"] == "gs-0123abcd") continue;
+    EXPECT_FALSE(route.contains("tunnel_ports")) << route["id"];
+  }
+  expectGatewayAccepts(routes);
+  // Not running: no IDE route, so no tunnel either.
+  gitspace.state = GitspaceState::kStopping;
+  EXPECT_EQ(findRoute(desiredRoutesFor(gitspace, infra()), "gs-0123abcd"), nullptr);
+}
+
+TEST(DesiredRoutesTest, GatewayAndTunnelUrls) {
+  GitspaceRecord gitspace = running();
+  EXPECT_EQ(gitspaceHost(gitspace, infra()), "gs-0123abcd.gs.example.com");
+  EXPECT_EQ(gatewayUrl(infra()), "https://gs.example.com:8443");
+  EXPECT_EQ(tunnelWebSocketUrl(gitspace, infra(), 2222),
+            "wss://gs-0123abcd.gs.example.com:8443/.spacegate/tunnel/2222");
+  InfraRecord plain = infra();
+  plain.url_scheme = "http";
+  plain.gateway_port = 80;
+  EXPECT_EQ(gatewayUrl(plain), "http://gs.example.com");
+  EXPECT_EQ(tunnelWebSocketUrl(gitspace, plain, 22),
+            "ws://gs-0123abcd.gs.example.com/.spacegate/tunnel/22");
+  plain.url_scheme = "https";
+  plain.gateway_port = 443;
+  EXPECT_EQ(tunnelWebSocketUrl(gitspace, plain, 22),
+            "wss://gs-0123abcd.gs.example.com/.spacegate/tunnel/22");
+}
+
 }  // namespace
 }  // namespace spacegate

@@ -36,6 +36,28 @@ TEST(RouteTableTest, ExactHostAnyCaseAndPort) {
   EXPECT_STREQ(matchId(table, "gs-x.example.", "/"), "ide");
 }
 
+TEST(RouteTableTest, TunnelRouteWhateverItsPrefix) {
+  // code-server's IDE route sits under /gs/<gs> with the prefix stripped;
+  // CONNECT and the tunnel endpoint still find it by host.
+  Route ide = makeRoute("gs-y", "gs-y.example", "/gs/gs-y", true);
+  ide.tunnel_ports = {22};
+  RouteTable table({ide, makeRoute("ide", "gs-x.example"), makeRoute("any", "*.example")});
+  const Route* tunnel = table.matchTunnel("GS-Y.example:22");
+  ASSERT_NE(tunnel, nullptr);
+  EXPECT_EQ(tunnel->id, "gs-y");
+  EXPECT_EQ(table.match("gs-y.example", "/"), nullptr);
+  // Without tunnel_ports: the host's "/" route (refused later, port not allowed).
+  ASSERT_NE(table.matchTunnel("gs-x.example"), nullptr);
+  EXPECT_EQ(table.matchTunnel("gs-x.example")->id, "ide");
+  // Deleted, or replaced without tunnel_ports: gone from the tunnel index.
+  auto without = table.withChanges({}, {"gs-y"}, 2);
+  EXPECT_EQ(without->matchTunnel("gs-y.example")->id, "any");
+  Route plain = ide;
+  plain.tunnel_ports.clear();
+  auto replaced = table.withChanges({plain}, {}, 3);
+  EXPECT_EQ(replaced->matchTunnel("gs-y.example"), nullptr);
+}
+
 TEST(RouteTableTest, LongestPrefixOnSegmentBoundary) {
   RouteTable table = sampleTable();
   EXPECT_STREQ(matchId(table, "gs-x.example", "/api"), "api");
