@@ -32,7 +32,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # A pool of its own (bridge, subnet, ports): ctest may run this file beside
 # the end-to-end one.
 e2e.POOL = {"name": "default", "driver": "process", "min": 1, "max": 2,
-            "process": {"subnet": "10.213.61.0/24", "bridge": "sg-browser",
+            "process": {"subnet": "10.221.%d.0/24" % e2e.RUN_NETWORK,
+                        "bridge": "sg-brw-%d" % e2e.RUN_NETWORK,
                         "sandbox": "namespaces", "port_base": 45000, "memory": 1024,
                         "max_processes": 512}}
 

@@ -56,9 +56,13 @@ from runner_harness import (AGENT_BINARY, Runner, execute_in_kernel, host_footpr
                             namespaces_reason, require_binaries)
 
 DOMAIN = "gitspaces.localhost"
+# A bridge and subnet of this run's own: two checkouts (a developer's run
+# beside CI) may run this file at the same time.
+RUN_NETWORK = 100 + os.getpid() % 150
 POOL = {"name": "default", "driver": "process", "min": 1, "max": 24,
-        "process": {"sandbox": "namespaces", "subnet": "10.213.60.0/24", "bridge": "sg-e2e",
-                    "port_base": 44000, "memory": 1024, "max_processes": 512}}
+        "process": {"sandbox": "namespaces", "subnet": "10.220.%d.0/24" % RUN_NETWORK,
+                    "bridge": "sg-e2e-%d" % RUN_NETWORK, "port_base": 44000, "memory": 1024,
+                    "max_processes": 512}}
 BUSY = ("starting", "stopping", "cleaning")
 DEVCONTAINER = '{"name": "e2e", "postCreateCommand": "echo created > created.txt"}\n'
 DEVCONTAINER_PORTS = ('{"name": "e2e-ports", "forwardPorts": [8000], "postStartCommand": '
@@ -220,7 +224,7 @@ class Stack:
             self.gateway.stop()
         if self.control:
             self.control.stop()
-        subprocess.run(["ip", "link", "del", "sg-e2e"], capture_output=True)
+        subprocess.run(["ip", "link", "del", POOL["process"]["bridge"]], capture_output=True)
         if not h.KEEP_TMP:
             shutil.rmtree(self.tmp, ignore_errors=True)
             if self.runner:
@@ -561,7 +565,8 @@ class EndToEndTest(unittest.TestCase):
                 e["path"].split("?")[0] == "/v1/gitspace"]
         self.assertEqual(len(puts), 2, "one PUT /v1/gitspace per start (2 starts): %s" % puts)
         # The agent is only on the pool's bridge.
-        self.assertTrue(machine["address"].startswith("10.213.60."), machine)
+        subnet_prefix = POOL["process"]["subnet"].rsplit(".", 1)[0] + "."
+        self.assertTrue(machine["address"].startswith(subnet_prefix), machine)
         self.assertNotIn("127.0.0.1", machine.get("agent_url", ""), machine)
         s.delete_and_wait(gs)
 
