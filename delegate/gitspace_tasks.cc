@@ -195,6 +195,12 @@ bool GitspaceTasks::setUpGitspace(const Task& task, TaskReporter& reporter,
                          {"ide", task.gitspace.ide},
                          {"base_path", task.basePath()}};
   if (!task.gitspace.branch.empty()) spec["branch"] = task.gitspace.branch;
+  // The owner's keys as the control plane has them now. An agent that set
+  // this Gitspace up with other keys takes the new ones (200) and writes
+  // them for sshd when it starts the Gitspace.
+  if (task.gitspace.ssh_authorized_keys) {
+    spec["user"] = {{"ssh_authorized_keys", *task.gitspace.ssh_authorized_keys}};
+  }
   reporter.emit("agent_gitspace_creation_started",
                 "asking the agent to set up " + task.gitspace.repository +
                     (task.gitspace.branch.empty() ? "" : " (" + task.gitspace.branch + ")") +

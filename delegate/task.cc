@@ -112,6 +112,22 @@ bool parseTask(const nlohmann::json& document, Task& task, std::string& error) {
     error = "gitspace.machine_id: must be 1 to 128 of [A-Za-z0-9._-]";
     return false;
   }
+  // The keys go to the agent as they are; the agent checks each line.
+  if (auto keys = gitspace->find("ssh_authorized_keys");
+      keys != gitspace->end() && !keys->is_null()) {
+    if (!keys->is_array()) {
+      error = "gitspace.ssh_authorized_keys: must be an array of strings";
+      return false;
+    }
+    gs.ssh_authorized_keys.emplace();
+    for (size_t i = 0; i < keys->size(); ++i) {
+      if (!(*keys)[i].is_string()) {
+        error = "gitspace.ssh_authorized_keys[" + std::to_string(i) + "]: must be a string";
+        return false;
+      }
+      gs.ssh_authorized_keys->push_back((*keys)[i].get<std::string>());
+    }
+  }
   auto infra = document.find("infra");
   if (infra != document.end() && infra->is_object()) {
     if (!readText(*infra, "gateway_domain", "infra.", task.infra.gateway_domain, false, error) ||

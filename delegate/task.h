@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -27,6 +29,10 @@ struct TaskGitspace {
   std::string branch;
   std::string ide;
   std::string machine_id;  // empty before the first start
+  // The owner's SSH public keys (start and reset tasks), for the agent's
+  // spec as user.ssh_authorized_keys. Absent from a control plane that does
+  // not send them: the spec then says nothing about keys.
+  std::optional<std::vector<std::string>> ssh_authorized_keys;
 };
 
 struct TaskInfra {

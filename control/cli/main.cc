@@ -9,6 +9,7 @@
 //     token sign --key F --sub U --gs G --ttl 8h [--scope S]... [--aud A]
 //   spacegatectl gitspace create|list|get|open|start|stop|reset|delete|wait|logs|ssh ...
 //   spacegatectl ssh-proxy GITSPACE [--via connect|websocket] ...   (ssh_proxy.h)
+//   spacegatectl ssh-key set FILE... | ssh-key list   (your SSH keys, ssh_key_commands.h)
 //
 // Exit codes: 0 done, 1 the gateway (or control plane) refused (the reason
 // and field are printed), 2 usage or a bad file, 3 it could not be reached.
@@ -34,6 +35,7 @@
 #include "route/route_json.h"
 #include "route_file.h"
 #include "service/service_client.h"
+#include "ssh_key_commands.h"
 #include "ssh_proxy.h"
 #include "text_table.h"
 
@@ -233,6 +235,7 @@ int main(int argc, char** argv) {
 
   GitspaceCommands gitspace_commands(app, options.json);
   SshProxyCommand ssh_proxy(app);
+  SshKeyCommands ssh_key_commands(app, options.json);
 
   try {
     app.parse(argc, argv);
@@ -242,6 +245,7 @@ int main(int argc, char** argv) {
   }
   if (gitspace_commands.selected()) return gitspace_commands.run();
   if (ssh_proxy.selected()) return ssh_proxy.run();
+  if (ssh_key_commands.selected()) return ssh_key_commands.run();
   if (*keygen) {
     SigningKey key = generateSigningKey(keygen_kid);
     nlohmann::json public_json = {{"kid", key.kid},

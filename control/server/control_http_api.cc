@@ -138,6 +138,12 @@ ApiOutcome ControlHttpApi::userApi(const ServiceRequest& request, const Caller& 
       if (method != "GET") return ApiOutcome::methodNotAllowed("GET");
       return plane_.me(caller);
     }
+    if (parts.size() == 3 && parts[1] == "me" && parts[2] == "ssh-keys") {
+      if (method == "GET") return plane_.sshKeys(caller);
+      if (method != "PUT") return ApiOutcome::methodNotAllowed("GET, PUT");
+      if (!parseBody(request, false, body, error)) return error;
+      return plane_.setSshKeys(caller, body);
+    }
     return ApiOutcome::fail(404, "not found");
   }
   if (first == "infra" && parts.size() == 1) {

@@ -7,6 +7,7 @@
 #include "control/server/desired_routes.h"
 #include "control/server/request_fields.h"
 #include "control/server/secret_token.h"
+#include "control/server/ssh_public_key.h"
 
 namespace spacegate {
 
@@ -411,6 +412,82 @@ ApiOutcome ControlPlane::createUser(const Caller& caller, const nlohmann::json& 
 ApiOutcome ControlPlane::me(const Caller& caller) {
   return ApiOutcome::ok(
       200, {{"id", caller.user.id}, {"name", caller.user.name}, {"role", caller.user.role}});
+}
+
+namespace {
+
+nlohmann::json sshKeysJson(const std::vector<SshPublicKey>& keys) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const SshPublicKey& key : keys) {
+    list.push_back({{"key", key.line},
+                    {"type", key.type},
+                    {"comment", key.comment},
+                    {"fingerprint", sshKeyFingerprint(key)}});
+  }
+  return {{"keys", std::move(list)}};
+}
+
+}  // namespace
+
+ApiOutcome ControlPlane::sshKeys(const Caller& caller) {
+  std::vector<SshPublicKey> keys;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto user = users_.find(caller.user.id);
+    if (user == users_.end()) return ApiOutcome::fail(404, "no such user");
+    for (const std::string& line : user->second.ssh_keys) {
+      SshPublicKey key;
+      std::string reason;
+      // Stored keys passed this check when they were set.
+      if (parseSshPublicKey(line, key, reason)) keys.push_back(std::move(key));
+    }
+  }
+  return ApiOutcome::ok(200, sshKeysJson(keys));
+}
+
+ApiOutcome ControlPlane::setSshKeys(const Caller& caller, const nlohmann::json& body) {
+  ApiOutcome error;
+  if (!checkFields(body, {"keys"}, error)) return error;
+  auto list = body.find("keys");
+  if (list == body.end() || list->is_null()) return ApiOutcome::fail(400, "required", "keys");
+  if (!list->is_array()) return ApiOutcome::fail(400, "must be an array of strings", "keys");
+  if (list->size() > kMaxUserSshKeys) {
+    return ApiOutcome::fail(400, "at most " + std::to_string(kMaxUserSshKeys) + " keys", "keys");
+  }
+  std::vector<SshPublicKey> keys;
+  std::map<std::string, size_t> index_of_blob;
+  for (size_t i = 0; i < list->size(); ++i) {
+    std::string field = "keys[" + std::to_string(i) + "]";
+    const nlohmann::json& entry = (*list)[i];
+    if (!entry.is_string()) return ApiOutcome::fail(400, "must be a string", field);
+    SshPublicKey key;
+    std::string reason;
+    if (!parseSshPublicKey(entry.get<std::string>(), key, reason)) {
+      return ApiOutcome::fail(400, reason, field);
+    }
+    auto [seen, added] = index_of_blob.emplace(key.blob, i);
+    if (!added) {
+      return ApiOutcome::fail(400, "the same key as keys[" + std::to_string(seen->second) + "]",
+                              field);
+    }
+    keys.push_back(std::move(key));
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto user = users_.find(caller.user.id);
+  if (user == users_.end()) return ApiOutcome::fail(404, "no such user");
+  UserRecord updated = user->second;
+  updated.ssh_keys.clear();
+  for (const SshPublicKey& key : keys) updated.ssh_keys.push_back(key.line);
+  std::string store_error;
+  if (!store_.saveUser(updated, store_error)) {
+    return ApiOutcome::fail(503, "cannot save the keys: " + store_error);
+  }
+  user->second = std::move(updated);
+  logEvent(LogLevel::kInfo, "ssh keys set")
+      .with("user", caller.user.id)
+      .with("keys", static_cast<int64_t>(keys.size()))
+      .emit();
+  return ApiOutcome::ok(200, sshKeysJson(keys));
 }
 
 ApiOutcome ControlPlane::createInfra(const Caller& caller, const nlohmann::json& body) {

@@ -99,6 +99,11 @@ class ControlPlane {
   // User API (docs/control-plane.md). Bodies are parsed JSON objects.
   ApiOutcome createUser(const Caller& caller, const nlohmann::json& body);
   ApiOutcome me(const Caller& caller);
+  // The caller's SSH public keys, each with its type, comment and SHA256
+  // fingerprint; set replaces them all ({"keys": [line, ...]}), or refuses
+  // naming the first bad key ("keys[2]") and changes nothing.
+  ApiOutcome sshKeys(const Caller& caller);
+  ApiOutcome setSshKeys(const Caller& caller, const nlohmann::json& body);
   ApiOutcome createInfra(const Caller& caller, const nlohmann::json& body);
   ApiOutcome listInfra(const Caller& caller);
   ApiOutcome createGitspace(const Caller& caller, const nlohmann::json& body);

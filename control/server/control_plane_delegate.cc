@@ -210,17 +210,24 @@ nlohmann::json ControlPlane::taskJson(const TaskRecord& task, const GitspaceReco
   agent.iat = now_ms / 1000;
   agent.exp = agent.iat + static_cast<int64_t>(config_.agent_token_ttl_ms / 1000);
   agent.scopes = {"agent"};
+  nlohmann::json task_gitspace = {{"id", gitspace.id},
+                                  {"name", gitspace.name},
+                                  {"owner", gitspace.owner},
+                                  {"repository", gitspace.repository},
+                                  {"branch", gitspace.branch},
+                                  {"ide", gitspace.ide},
+                                  {"machine_id", gitspace.machine_id}};
+  // The owner's keys as they are now: the agent writes them to sshd's
+  // authorized_keys when it sets the Gitspace up or starts it again.
+  if (task.kind == TaskKind::kStart || task.kind == TaskKind::kReset) {
+    auto owner = users_.find(gitspace.owner);
+    task_gitspace["ssh_authorized_keys"] =
+        owner == users_.end() ? std::vector<std::string>{} : owner->second.ssh_keys;
+  }
   return {{"id", task.id},
           {"kind", taskKindName(task.kind)},
           {"attempt", task.attempt},
-          {"gitspace",
-           {{"id", gitspace.id},
-            {"name", gitspace.name},
-            {"owner", gitspace.owner},
-            {"repository", gitspace.repository},
-            {"branch", gitspace.branch},
-            {"ide", gitspace.ide},
-            {"machine_id", gitspace.machine_id}}},
+          {"gitspace", std::move(task_gitspace)},
           {"infra",
            {{"gateway_domain", infra.gateway_domain},
             {"url_scheme", infra.url_scheme},

@@ -21,6 +21,10 @@ struct UserRecord {
   std::string role;        // "user" | "admin"
   std::string token_hash;  // SHA-256 of the API token, hex
   int64_t created_at_ms = 0;
+  // SSH public keys ("<type> <base64> [comment]", checked by
+  // parseSshPublicKey): the agent of every Gitspace the user starts gets
+  // them for sshd's authorized_keys.
+  std::vector<std::string> ssh_keys;
 
   bool admin() const { return role == "admin"; }
 };

@@ -43,7 +43,8 @@ int64_t columnInt(sqlite3_stmt* statement, int index) {
 constexpr const char* kSchema =
     "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
-    " role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created_at_ms INTEGER NOT NULL);"
+    " role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created_at_ms INTEGER NOT NULL,"
+    " ssh_keys TEXT NOT NULL DEFAULT '[]');"
     "CREATE TABLE IF NOT EXISTS delegate_tokens (token_hash TEXT PRIMARY KEY,"
     " created_at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS infra (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -84,6 +85,7 @@ struct AddedColumn {
 };
 constexpr AddedColumn kAddedColumns[] = {
     {"gitspaces", "ssh_port", "INTEGER NOT NULL DEFAULT 0"},
+    {"users", "ssh_keys", "TEXT NOT NULL DEFAULT '[]'"},  // a JSON array of key lines
 };
 
 bool hasColumn(sqlite3* database, const char* table, const char* column) {
@@ -181,8 +183,8 @@ bool ControlStore::open(const std::string& path, std::string& error) {
   // few), and writers do not wait for fsync.
   if (!execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", error) ||
       !execute(kSchema, error) || !addMissingColumns(error) ||
-      !prepare("INSERT OR REPLACE INTO users (id, name, role, token_hash, created_at_ms)"
-               " VALUES (?1, ?2, ?3, ?4, ?5)",
+      !prepare("INSERT OR REPLACE INTO users (id, name, role, token_hash, created_at_ms,"
+               " ssh_keys) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                &save_user_, error) ||
       !prepare("INSERT OR IGNORE INTO delegate_tokens (token_hash, created_at_ms) VALUES (?1, ?2)",
                &add_delegate_token_, error) ||
@@ -270,12 +272,20 @@ bool ControlStore::load(ControlSnapshot& snapshot, std::string& error) {
     return true;
   };
   bool ok =
-      each("SELECT id, name, role, token_hash, created_at_ms FROM users ORDER BY created_at_ms",
-           [&](sqlite3_stmt* q) {
-             snapshot.users.push_back(UserRecord{columnText(q, 0), columnText(q, 1),
-                                                 columnText(q, 2), columnText(q, 3),
-                                                 columnInt(q, 4)});
-           }) &&
+      each(
+          "SELECT id, name, role, token_hash, created_at_ms, ssh_keys FROM users"
+          " ORDER BY created_at_ms",
+          [&](sqlite3_stmt* q) {
+            UserRecord user{columnText(q, 0), columnText(q, 1), columnText(q, 2),
+                            columnText(q, 3), columnInt(q, 4),  {}};
+            nlohmann::json keys = nlohmann::json::parse(columnText(q, 5), nullptr, false);
+            if (keys.is_array()) {
+              for (const auto& key : keys) {
+                if (key.is_string()) user.ssh_keys.push_back(key);
+              }
+            }
+            snapshot.users.push_back(std::move(user));
+          }) &&
       each("SELECT token_hash FROM delegate_tokens",
            [&](sqlite3_stmt* q) { snapshot.delegate_token_hashes.push_back(columnText(q, 0)); }) &&
       each(
@@ -376,7 +386,8 @@ bool ControlStore::saveUser(const UserRecord& user, std::string& error) {
       .text(user.name)
       .text(user.role)
       .text(user.token_hash)
-      .integer(user.created_at_ms);
+      .integer(user.created_at_ms)
+      .text(nlohmann::json(user.ssh_keys).dump());
   return finishStep(save_user_, error);
 }
 

@@ -6,20 +6,21 @@ namespace spacegate {
 
 namespace {
 
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr char kUrlAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr char kStandardAlphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-constexpr std::array<int8_t, 256> makeDecodeTable() {
+constexpr std::array<int8_t, 256> makeDecodeTable(const char* alphabet) {
   std::array<int8_t, 256> table{};
   for (auto& entry : table) entry = -1;
   for (int i = 0; i < 64; ++i)
-    table[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
+    table[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
   return table;
 }
-constexpr std::array<int8_t, 256> kDecode = makeDecodeTable();
+constexpr std::array<int8_t, 256> kUrlDecode = makeDecodeTable(kUrlAlphabet);
+constexpr std::array<int8_t, 256> kStandardDecode = makeDecodeTable(kStandardAlphabet);
 
-}  // namespace
-
-std::string base64UrlEncode(std::string_view bytes) {
+std::string encodeWith(const char* kAlphabet, std::string_view bytes) {
   std::string text;
   text.reserve((bytes.size() * 4 + 2) / 3);
   size_t i = 0;
@@ -46,7 +47,7 @@ std::string base64UrlEncode(std::string_view bytes) {
   return text;
 }
 
-bool base64UrlDecode(std::string_view text, std::string& bytes) {
+bool decodeWith(const std::array<int8_t, 256>& kDecode, std::string_view text, std::string& bytes) {
   if (text.size() % 4 == 1) return false;
   bytes.clear();
   bytes.reserve(text.size() * 3 / 4);
@@ -64,6 +65,31 @@ bool base64UrlDecode(std::string_view text, std::string& bytes) {
   }
   // Leftover bits must be zero: one text per byte string.
   return (group & ((1u << bits) - 1)) == 0;
+}
+
+}  // namespace
+
+std::string base64UrlEncode(std::string_view bytes) {
+  return encodeWith(kUrlAlphabet, bytes);
+}
+
+bool base64UrlDecode(std::string_view text, std::string& bytes) {
+  return decodeWith(kUrlDecode, text, bytes);
+}
+
+std::string base64Encode(std::string_view bytes, bool padded) {
+  std::string text = encodeWith(kStandardAlphabet, bytes);
+  if (padded) text.append((4 - text.size() % 4) % 4, '=');
+  return text;
+}
+
+bool base64Decode(std::string_view text, std::string& bytes) {
+  if (text.size() % 4 != 0) return false;
+  size_t padding = 0;
+  while (padding < 2 && padding < text.size() && text[text.size() - 1 - padding] == '=') {
+    ++padding;
+  }
+  return decodeWith(kStandardDecode, text.substr(0, text.size() - padding), bytes);
 }
 
 }  // namespace spacegate

@@ -13,4 +13,10 @@ std::string base64UrlEncode(std::string_view bytes);
 // False if `text` is not strict unpadded base64url.
 bool base64UrlDecode(std::string_view text, std::string& bytes);
 
+// Standard base64 (RFC 4648 section 4, "+/"), as OpenSSH keys and
+// fingerprints write it. Encoding pads with "=" when asked. Decoding is as
+// strict as above and wants the padding: a multiple of four characters.
+std::string base64Encode(std::string_view bytes, bool padded);
+bool base64Decode(std::string_view text, std::string& bytes);
+
 }  // namespace spacegate

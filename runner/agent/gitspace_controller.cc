@@ -235,6 +235,28 @@ GitspaceController::Result GitspaceController::applySpec(const GitspaceSpec& spe
     }
     if (state_.has_spec) {
       if (canonicalSpecJson(state_.spec) == canonicalSpecJson(spec)) return Result::kUnchanged;
+      // The same Gitspace, its owner's SSH keys changed since (the delegate
+      // sends the current ones with every start): the keys are taken, the
+      // rest stays. An sshd already serving reads the file at each login.
+      GitspaceSpec with_keys = state_.spec;
+      with_keys.user.ssh_authorized_keys = spec.user.ssh_authorized_keys;
+      if (canonicalSpecJson(with_keys) == canonicalSpecJson(spec)) {
+        state_.spec = std::move(with_keys);
+        persistLocked();
+        std::string keys_file = agentFolder(config_) + "/authorized_keys";
+        std::string write_error;
+        if (spec.ide == IdeKind::kSsh && ::access(keys_file.c_str(), F_OK) == 0 &&
+            !writeAuthorizedKeys(state_.spec, config_, write_error)) {
+          logEvent(LogLevel::kWarning, "authorized_keys not rewritten")
+              .with("error", write_error)
+              .emit();
+        }
+        logEvent(LogLevel::kInfo, "ssh keys updated")
+            .with("gitspace_id", state_.gitspace_id)
+            .with("keys", static_cast<int64_t>(spec.user.ssh_authorized_keys.size()))
+            .emit();
+        return Result::kUnchanged;
+      }
       error = "a different Gitspace spec is already applied; DELETE /v1/gitspace first";
       return Result::kConflict;
     }

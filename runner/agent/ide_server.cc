@@ -80,10 +80,10 @@ bool prepareSshd(const GitspaceSpec& spec, const AgentConfig& config,
       return false;
     }
   }
-  std::string keys;
-  for (const std::string& key : spec.user.ssh_authorized_keys) keys += key + "\n";
-  if (keys.empty()) log.note("no SSH keys in the spec: nobody can log in over SSH yet");
-  if (!writeFile(settings.authorized_keys, keys, 0644, error)) return false;
+  if (spec.user.ssh_authorized_keys.empty()) {
+    log.note("no SSH keys in the spec: nobody can log in over SSH yet");
+  }
+  if (!writeAuthorizedKeys(spec, config, error)) return false;
   std::string config_path = folder + "/sshd_config";
   if (!writeFile(config_path, sshdConfigText(settings), 0600, error)) return false;
   // sshd refuses to start without its privilege separation folder.
@@ -102,6 +102,12 @@ bool prepareSshd(const GitspaceSpec& spec, const AgentConfig& config,
 }
 
 }  // namespace
+
+bool writeAuthorizedKeys(const GitspaceSpec& spec, const AgentConfig& config, std::string& error) {
+  std::string keys;
+  for (const std::string& key : spec.user.ssh_authorized_keys) keys += key + "\n";
+  return writeFile(agentFolder(config) + "/authorized_keys", keys, 0644, error);
+}
 
 int idePort(IdeKind kind, const AgentConfig& config) {
   return kind == IdeKind::kSsh ? config.ssh_port : config.ide_port;

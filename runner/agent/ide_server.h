@@ -34,6 +34,11 @@ bool prepareIdeLaunch(const GitspaceSpec& spec, const AgentConfig& config,
                       const GitspaceSetup& setup, const PreparedWorkspace& prepared, SetupLog& log,
                       IdeLaunch& launch, std::string& error);
 
+// Writes the spec's user.ssh_authorized_keys, one a line, to the file sshd's
+// AuthorizedKeysFile names (<disk>/.spacegate/authorized_keys). sshd reads
+// it at every login, so a running sshd takes new keys at once.
+bool writeAuthorizedKeys(const GitspaceSpec& spec, const AgentConfig& config, std::string& error);
+
 // The settings sshd gets (one file, rewritten at every start).
 struct SshdSettings {
   std::string listen_host;

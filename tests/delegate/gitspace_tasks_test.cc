@@ -134,10 +134,11 @@ class TasksTest : public ::testing::Test {
     return found;
   }
 
-  TaskResult run(const std::string& kind) {
+  TaskResult run(const std::string& kind) { return runTask(taskJson(kind)); }
+  TaskResult runTask(const nlohmann::json& document) {
     Task task;
     std::string error;
-    EXPECT_TRUE(parseTask(taskJson(kind), task, error)) << error;
+    EXPECT_TRUE(parseTask(document, task, error)) << error;
     TaskReporter reporter(control_plane_client_, task.id, limits_);
     TaskResult result = tasks_->run(task, reporter);
     EXPECT_TRUE(reporter.flush(1000));
@@ -302,6 +303,26 @@ TEST_F(TasksTest, StartRunsEveryStepInOrder) {
   EXPECT_EQ(gateway_data_.requests()[0].line(), "PUT /v1/gitspace");
   EXPECT_EQ(gateway_data_.count("POST /v1/gitspace/start"), 0u);
   expectOnlyAgentCallsThroughTheGateway();
+}
+
+// The owner's keys from the task reach the agent's spec as the user's
+// authorized keys; an agent that had the Gitspace (200) is started with them.
+TEST_F(TasksTest, StartHandsTheOwnersSshKeysToTheAgent) {
+  runnerAnswers(runner_, /*refusals=*/0, /*polls_until_ready=*/0);
+  FakeAgent agent;
+  agent.put_status = 200;
+  agent.initial_state = "stopped";
+  gateway_data_.setAnswer([&](const ServiceRequest& request) { return agent.answer(request); });
+  nlohmann::json document = taskJson("start");
+  document["gitspace"]["ide"] = "ssh";
+  document["gitspace"]["ssh_authorized_keys"] = {"ssh-ed25519 AAAAC3Nz one", "ssh-rsa AAAAB3 two"};
+
+  TaskResult result = runTask(document);
+  ASSERT_TRUE(result.ok) << result.error;
+  EXPECT_EQ(agent.spec["user"],
+            nlohmann::json(
+                {{"ssh_authorized_keys", {"ssh-ed25519 AAAAC3Nz one", "ssh-rsa AAAAB3 two"}}}));
+  EXPECT_EQ(gateway_data_.count("POST /v1/gitspace/start"), 1u);
 }
 
 TEST_F(TasksTest, StartFailsWithTheRunnersReasonWhenThePoolStaysFull) {

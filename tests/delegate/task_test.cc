@@ -37,6 +37,22 @@ TEST(TaskTest, ReadsEveryField) {
   EXPECT_EQ(task.lease_until_ms, 1700000060000);
   EXPECT_EQ(task.agentHost(), "agent--gs-1234abcd.gitspaces.example");
   EXPECT_EQ(task.basePath(), "/gs/gs-1234abcd/");
+  EXPECT_FALSE(task.gitspace.ssh_authorized_keys.has_value());  // not sent: not known
+}
+
+TEST(TaskTest, ReadsTheOwnersSshKeys) {
+  nlohmann::json document = startTask();
+  document["gitspace"]["ssh_authorized_keys"] = {"ssh-ed25519 AAAA a", "ssh-rsa BBBB"};
+  Task task;
+  std::string error;
+  ASSERT_TRUE(parseTask(document, task, error)) << error;
+  ASSERT_TRUE(task.gitspace.ssh_authorized_keys.has_value());
+  EXPECT_EQ(*task.gitspace.ssh_authorized_keys,
+            (std::vector<std::string>{"ssh-ed25519 AAAA a", "ssh-rsa BBBB"}));
+  document["gitspace"]["ssh_authorized_keys"] = nlohmann::json::array();
+  ASSERT_TRUE(parseTask(document, task, error)) << error;
+  ASSERT_TRUE(task.gitspace.ssh_authorized_keys.has_value());  // none: sshd takes nobody
+  EXPECT_TRUE(task.gitspace.ssh_authorized_keys->empty());
 }
 
 TEST(TaskTest, RefusalsNameTheField) {
@@ -56,6 +72,11 @@ TEST(TaskTest, RefusalsNameTheField) {
       {"/infra/runner_pool", "", "infra.runner_pool: required for a start"},
       {"/agent_token", "", "agent_token: required for a start"},
       {"/gitspace/ide", 3, "gitspace.ide: must be a string"},
+      {"/gitspace/ssh_authorized_keys", "ssh-ed25519 AAAA",
+       "gitspace.ssh_authorized_keys: must be an array of strings"},
+      {"/gitspace/ssh_authorized_keys",
+       {"ssh-ed25519 AAAA", 7},
+       "gitspace.ssh_authorized_keys[1]: must be a string"},
   };
   for (const Case& c : cases) {
     nlohmann::json document = startTask();

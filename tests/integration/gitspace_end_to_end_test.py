@@ -15,7 +15,10 @@ through the control plane's user API with the admin token.
 3. 20 Gitspaces created at once all run, then all deleted at once;
 4. auto-stop of an idle Gitspace; traffic (a quiet WebSocket, requests on a
    forwarded port) keeps another one running;
-5. kill -9 of each component in the middle of a start: the start converges.
+5. kill -9 of each component in the middle of a start: the start converges;
+6. ssh: `spacegatectl ssh-key set` with a key made here, a Gitspace with ide
+   ssh, and the line `spacegatectl gitspace ssh` prints logs in with it
+   through the gateway (another key is refused).
 
 Needs root (namespaces); skips with the reason otherwise. Environment:
 SPACEGATE_BINARY, SPACEGATECTL_BINARY, SPACEGATE_CONTROL_BINARY,
@@ -707,6 +710,55 @@ class EndToEndTest(unittest.TestCase):
             KILL_RESULTS.append("kill -9 " + line)
             print("\nkill -9 " + line)
         self.assertFalse(failures, "\n\n".join(failures))
+
+    def test_6_ssh_with_the_users_key(self):
+        """`spacegatectl ssh-key set` with a key made here, a Gitspace with ide
+        ssh, and the line `gitspace ssh` prints logs in with that key through
+        the gateway; a key the user did not set is refused."""
+        s = self.stack
+        if not os.path.exists(h.CTL_BINARY):
+            self.skipTest("spacegatectl not found: %s" % h.CTL_BINARY)
+        keys = os.path.join(s.tmp, "ssh-keys")
+        os.makedirs(keys, mode=0o700)
+        key, other = os.path.join(keys, "id_ed25519"), os.path.join(keys, "other")
+        for path in (key, other):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e", "-f",
+                            path], check=True, stdout=subprocess.DEVNULL)
+        env = dict(os.environ,
+                   SPACEGATE_CONTROL_URL="http://%s:%d" % (h.LOOPBACK, s.control.port),
+                   SPACEGATE_CONTROL_TOKEN_FILE=s.control.file("admin.token"))
+        done = subprocess.run([h.CTL_BINARY, "ssh-key", "set", key + ".pub"], env=env,
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(done.returncode, 0, done.stderr)
+
+        gs = s.admin.ok("POST", "/gitspaces", {"name": "ssh-keys", "repository": s.repository,
+                                               "ide": "ssh", "infra": "e2e"}, status=201)["id"]
+        s.wait_state(gs, "running", 120)
+        line = subprocess.run([h.CTL_BINARY, "gitspace", "ssh", gs, "--user", "root"], env=env,
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(line.returncode, 0, line.stderr)
+        self.assertTrue(line.stdout.startswith("ssh "), line.stdout)
+
+        # Hosts without DNS for *.localhost: the tunnel dials the gateway by
+        # address (the Host it asks for stays the Gitspace's).
+        printed = line.stdout.strip().replace(
+            "ssh-proxy %s " % gs, "ssh-proxy %s --gateway %s:%d " % (gs, h.LOOPBACK,
+                                                                    s.gateway_port), 1)
+
+        def login(identity):
+            command = printed.replace(
+                "ssh ", "ssh -i %s -o IdentitiesOnly=yes -o BatchMode=yes "
+                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                "-o ConnectTimeout=20 " % identity, 1) + " echo ok"
+            return subprocess.run(command, shell=True, env=env, capture_output=True, text=True,
+                                  timeout=60)
+        result = login(key)
+        self.assertEqual(result.returncode, 0, "%s\n%s" % (result.stderr, s.diagnostics()))
+        self.assertEqual(result.stdout.strip(), "ok")
+        refused = login(other)
+        self.assertNotEqual(refused.returncode, 0, refused.stdout)
+        self.assertIn("Permission denied", refused.stderr)
+        s.delete_and_wait(gs)
 
     def kill_during_start(self, component):
         s = self.stack

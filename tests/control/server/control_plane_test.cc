@@ -638,5 +638,103 @@ TEST_F(ControlPlaneTest, DelegateInputIsBounded) {
             "gateways[0].healthy");
 }
 
+constexpr const char* kEd25519Key =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINRZTSniZdG46eWK+l3SlnxsqfTvxVYI+j2T1BT9D1y4 alice@laptop";
+constexpr const char* kEcdsaKey =
+    "ecdsa-sha2-nistp256 "
+    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEqb5uOIdTYBI3iclsoCtsihU3csOL+Yfeq8Nfjj"
+    "LRPfpBVcpRmpQMWuPGu1Cw8hjrj3Auhpj3/ljgXFccCD0dQ= ci";
+
+TEST_F(ControlPlaneTest, SshKeysAreSetListedAndKeptAcrossARestart) {
+  EXPECT_EQ(plane_->sshKeys(admin_).body, nlohmann::json({{"keys", nlohmann::json::array()}}));
+  ApiOutcome set = plane_->setSshKeys(admin_, {{"keys", {kEd25519Key, kEcdsaKey}}});
+  ASSERT_EQ(set.status, 200) << set.error << " " << set.field;
+  ASSERT_EQ(set.body["keys"].size(), 2u);
+  EXPECT_EQ(
+      set.body["keys"][0],
+      nlohmann::json({{"key", kEd25519Key},
+                      {"type", "ssh-ed25519"},
+                      {"comment", "alice@laptop"},
+                      {"fingerprint", "SHA256:h95eFf2MaRKpfwrQQvjK++hi4Z+0mutJ79qIkKDUvE4"}}));
+  EXPECT_EQ(set.body["keys"][1]["fingerprint"],
+            "SHA256:mo1Ryrvj7n/iwlnSCCnVFGFN8Ha79/Z0s0kHM6dKZ2g");
+  EXPECT_EQ(plane_->sshKeys(admin_).body, set.body);
+
+  // Another user's keys are theirs alone.
+  ApiOutcome bob = plane_->createUser(admin_, {{"name", "bob"}});
+  ASSERT_EQ(bob.status, 201);
+  Caller bob_caller = plane_->authenticate(bob.body["token"].get<std::string>());
+  EXPECT_TRUE(plane_->sshKeys(bob_caller).body["keys"].empty());
+
+  open();  // a restart on the same database
+  EXPECT_EQ(plane_->sshKeys(plane_->authenticate(admin_token_)).body, set.body);
+  // An empty list removes them.
+  ASSERT_EQ(plane_->setSshKeys(admin_, {{"keys", nlohmann::json::array()}}).status, 200);
+  EXPECT_TRUE(plane_->sshKeys(admin_).body["keys"].empty());
+}
+
+TEST_F(ControlPlaneTest, ARefusedSshKeyPutNamesTheKeyAndChangesNothing) {
+  ASSERT_EQ(plane_->setSshKeys(admin_, {{"keys", {kEd25519Key}}}).status, 200);
+  nlohmann::json before = plane_->sshKeys(admin_).body;
+  std::vector<std::string> too_many(21, kEd25519Key);
+  struct Case {
+    nlohmann::json body;
+    const char* field;
+    const char* error;
+  };
+  const Case cases[] = {
+      {nlohmann::json::object(), "keys", "required"},
+      {{{"keys", "ssh-ed25519 AAAA"}}, "keys", "must be an array"},
+      {{{"keys", too_many}}, "keys", "at most 20 keys"},
+      {{{"keys", {kEcdsaKey, 7}}}, "keys[1]", "must be a string"},
+      {{{"keys", {kEcdsaKey, kEd25519Key, "ssh-dss AAAA x"}}}, "keys[2]", "key type"},
+      {{{"keys", {std::string("no-pty ") + kEd25519Key}}}, "keys[0]", "options"},
+      {{{"keys", {kEcdsaKey, std::string(kEcdsaKey) + " again"}}},
+       "keys[1]",
+       "the same key as keys[0]"},
+      {{{"keys", {kEcdsaKey}}, {"colour", 1}}, "colour", ""},
+  };
+  for (const Case& c : cases) {
+    ApiOutcome outcome = plane_->setSshKeys(admin_, c.body);
+    EXPECT_EQ(outcome.status, 400) << c.body.dump();
+    EXPECT_EQ(outcome.field, c.field) << c.body.dump() << ": " << outcome.error;
+    EXPECT_NE(outcome.error.find(c.error), std::string::npos) << outcome.error;
+  }
+  EXPECT_EQ(plane_->sshKeys(admin_).body, before);
+  open();
+  EXPECT_EQ(plane_->sshKeys(plane_->authenticate(admin_token_)).body, before);
+}
+
+// Start and reset tasks carry the owner's keys as they are when the task is
+// handed out; stop and delete tasks do not need them.
+TEST_F(ControlPlaneTest, StartAndResetTasksCarryTheOwnersCurrentSshKeys) {
+  std::string delegate = registerDelegate("d1");
+  std::string id = createGitspace();
+  ASSERT_EQ(plane_->setSshKeys(admin_, {{"keys", {kEd25519Key}}}).status, 200);
+  nlohmann::json task = poll(delegate);
+  ASSERT_EQ(task["kind"], "start");
+  EXPECT_EQ(task["gitspace"]["ssh_authorized_keys"], nlohmann::json({kEd25519Key}));
+  ASSERT_EQ(result(delegate, task, true, machine()).status, 200);
+
+  ASSERT_EQ(plane_->gitspaceAction(admin_, id, "stop").status, 202);
+  task = poll(delegate);
+  ASSERT_EQ(task["kind"], "stop");
+  EXPECT_FALSE(task["gitspace"].contains("ssh_authorized_keys"));
+  ASSERT_EQ(result(delegate, task, true).status, 200);
+
+  // Keys changed while stopped reach the next start.
+  ASSERT_EQ(plane_->setSshKeys(admin_, {{"keys", {kEcdsaKey, kEd25519Key}}}).status, 200);
+  ASSERT_EQ(plane_->gitspaceAction(admin_, id, "start").status, 202);
+  task = poll(delegate);
+  ASSERT_EQ(task["kind"], "start");
+  EXPECT_EQ(task["gitspace"]["ssh_authorized_keys"], nlohmann::json({kEcdsaKey, kEd25519Key}));
+  ASSERT_EQ(result(delegate, task, true, machine()).status, 200);
+
+  ASSERT_EQ(plane_->gitspaceAction(admin_, id, "reset").status, 202);
+  task = poll(delegate);
+  ASSERT_EQ(task["kind"], "reset");
+  EXPECT_EQ(task["gitspace"]["ssh_authorized_keys"].size(), 2u);
+}
+
 }  // namespace
 }  // namespace spacegate

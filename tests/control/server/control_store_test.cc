@@ -261,5 +261,32 @@ TEST_F(ControlStoreTest, AnOlderDatabaseGainsTheSshPortColumn) {
   EXPECT_EQ(load().gitspaces[0].ssh_port, 22);
 }
 
+// A database made before users had ssh_keys: it gains the column (no keys
+// for the users it has), and keys saved afterwards come back.
+TEST_F(ControlStoreTest, AnOlderDatabaseGainsTheUsersSshKeysColumn) {
+  store_.reset();
+  std::filesystem::remove(path_);
+  sqlite3* database = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &database), SQLITE_OK);
+  const char* older =
+      "CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+      " role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created_at_ms INTEGER NOT NULL);"
+      "INSERT INTO users VALUES ('u-00000001', 'admin', 'admin', 'abc', 1);";
+  ASSERT_EQ(sqlite3_exec(database, older, nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(database);
+
+  reopen();
+  ControlSnapshot snapshot = load();
+  ASSERT_EQ(snapshot.users.size(), 1u);
+  EXPECT_EQ(snapshot.users[0].token_hash, "abc");
+  EXPECT_TRUE(snapshot.users[0].ssh_keys.empty());
+  UserRecord user = snapshot.users[0];
+  user.ssh_keys = {"ssh-ed25519 AAAA one", "ssh-ed25519 BBBB"};
+  std::string error;
+  ASSERT_TRUE(store_->saveUser(user, error)) << error;
+  reopen();
+  EXPECT_EQ(load().users[0].ssh_keys, user.ssh_keys);
+}
+
 }  // namespace
 }  // namespace spacegate

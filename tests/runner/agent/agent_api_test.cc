@@ -385,6 +385,34 @@ TEST_F(AgentApiTest, PutIsIdempotentAndRefusesAnotherSpec) {
   EXPECT_NE(log.find("git clone failed"), std::string::npos) << log;
 }
 
+// The delegate sends the owner's current SSH keys with every start: a spec
+// that differs only in them is the same Gitspace with new keys (200, kept
+// for the next sshd start), not another spec.
+TEST_F(AgentApiTest, PutWithOnlyNewSshKeysTakesTheKeys) {
+  assign();
+  const std::string repository = "/nonexistent/spacegate-test/app.git";
+  auto body = [&](const std::string& keys, const std::string& ide) {
+    return "{\"repository\": \"" + repository + "\", \"ide\": \"" + ide +
+           "\", \"user\": {\"ssh_authorized_keys\": " + keys + "}}";
+  };
+  ASSERT_EQ(
+      call("PUT", "/v1/gitspace", body(R"(["ssh-ed25519 AAAA old"])", "ssh"), token("gs-a")).status,
+      202);
+  waitForState("error");  // no such repository
+  ServiceResponse response =
+      call("PUT", "/v1/gitspace", body(R"(["ssh-ed25519 BBBB new", "ssh-rsa CCCC"])", "ssh"),
+           token("gs-a"));
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(controller_->snapshot().spec.user.ssh_authorized_keys,
+            (std::vector<std::string>{"ssh-ed25519 BBBB new", "ssh-rsa CCCC"}));
+  // The same keys again: unchanged. New keys and another IDE: another spec.
+  EXPECT_EQ(call("PUT", "/v1/gitspace", body(R"(["ssh-ed25519 BBBB new", "ssh-rsa CCCC"])", "ssh"),
+                 token("gs-a"))
+                .status,
+            200);
+  EXPECT_EQ(call("PUT", "/v1/gitspace", body(R"([])", "jupyter"), token("gs-a")).status, 409);
+}
+
 TEST_F(AgentApiTest, StopStartAndDelete) {
   assign();
   ServiceResponse response = call("POST", "/v1/gitspace/stop", "", token("gs-a"));
