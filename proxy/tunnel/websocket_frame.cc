@@ -4,11 +4,12 @@
 #ifndef OPENSSL_IS_BORINGSSL
 #error "Spacegate links BoringSSL (android-libboringssl-dev), not OpenSSL"
 #endif
-#include <openssl/base64.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
 #include <cstring>
+
+#include "auth/base64url.h"
 
 namespace spacegate {
 
@@ -261,11 +262,9 @@ std::string webSocketAcceptValue(std::string_view key) {
   input.append(key).append(kGuid);
   uint8_t digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const uint8_t*>(input.data()), input.size(), digest);
-  // Standard base64 with padding (RFC 4648 section 4), not the project's
-  // base64url: EVP_EncodeBlock writes it, plus a NUL.
-  uint8_t encoded[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1];
-  size_t length = EVP_EncodeBlock(encoded, digest, sizeof(digest));
-  return std::string(reinterpret_cast<const char*>(encoded), length);
+  // Standard base64 with padding (RFC 4648 section 4).
+  return base64Encode(std::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)),
+                      /*padded=*/true);
 }
 
 }  // namespace spacegate
