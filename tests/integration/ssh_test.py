@@ -237,7 +237,7 @@ class SshTest(h.ControlGatewayTestCase):
     def ctl_proxy(self, via):
         ok, help_text = th.ctl_supports_ssh_proxy()
         if not ok:
-            raise unittest.SkipTest("`spacegatectl ssh-proxy` not implemented yet")
+            raise AssertionError("`spacegatectl ssh-proxy` missing (a regression)")
         args = SSH_PROXY_TEMPLATE.format(
             gitspace=GS, host="%h", port="%p", gateway_port=self.port,
             token_file=self.token_file, via_args="--via " + via if via else "")
@@ -262,7 +262,7 @@ class SshTest(h.ControlGatewayTestCase):
             resp.tunnel.close()
             cls._connect_status = resp.status
         if cls._connect_status == 405:
-            raise unittest.SkipTest("CONNECT tunnels not implemented yet (the gateway "
+            raise AssertionError("CONNECT tunnels missing (a regression) (the gateway "
                                     "answers 405 to CONNECT)")
 
     _endpoint_forwarded = None
@@ -282,7 +282,7 @@ class SshTest(h.ControlGatewayTestCase):
             cls._endpoint_forwarded = (resp.header("X-Origin-Name") is not None or
                                        path in self.origin.paths[before:])
         if cls._endpoint_forwarded:
-            raise unittest.SkipTest("the WebSocket tunnel endpoint is not implemented yet "
+            raise AssertionError("the WebSocket tunnel endpoint is missing (a regression) "
                                     "(/.spacegate/tunnel/<port> reaches the route's upstream)")
 
     def context(self, proc=None):

@@ -147,7 +147,7 @@ class TunnelTestBase(h.ControlGatewayTestCase):
             resp.tunnel.close()
             cls._connect_checked = resp.status
         if cls._connect_checked == 405:
-            raise unittest.SkipTest("CONNECT tunnels not implemented yet (the gateway "
+            raise AssertionError("CONNECT tunnels missing (a regression) (the gateway "
                                     "answers 405 to CONNECT)")
 
     _endpoint_checked = None
@@ -167,12 +167,12 @@ class TunnelTestBase(h.ControlGatewayTestCase):
                          path in self.origin.paths[before:])
             cls._endpoint_checked = "forwarded" if forwarded else resp.status
         if cls._endpoint_checked == "forwarded":
-            raise unittest.SkipTest("the WebSocket tunnel endpoint is not implemented yet "
+            raise AssertionError("the WebSocket tunnel endpoint is missing (a regression) "
                                     "(/.spacegate/tunnel/<port> reaches the route's upstream)")
 
     def require_counter(self, name):
         if name not in self.totals():
-            raise unittest.SkipTest("/stats counter %s not implemented yet" % name)
+            raise AssertionError("/stats counter %s missing (a regression)" % name)
 
 
 # --------------------------------------------------------------------------
@@ -376,7 +376,7 @@ class IdleTimeoutTest(TunnelTestBase):
         resp = cls._idle_routes
         if resp.status == 400 and b"tunnel_idle_timeout_ms" in resp.body and \
                 b"unknown field" in resp.body:
-            raise unittest.SkipTest("route field tunnel_idle_timeout_ms not implemented yet "
+            raise AssertionError("route field tunnel_idle_timeout_ms missing (a regression) "
                                     "(%s)" % resp.body.decode().strip())
         self.assertEqual(resp.status, 200, "PATCH /routes: %r" % resp)
 
@@ -902,7 +902,7 @@ class DescriptorLimitTest(unittest.TestCase):
     def test_refusals_are_logged_and_counted(self):
         totals = th.totals(self.api)
         if "connections_refused_descriptors" not in totals:
-            raise unittest.SkipTest("/stats connections_refused_descriptors not implemented yet")
+            raise AssertionError("/stats connections_refused_descriptors missing (a regression)")
         self.fill_to_the_limit()
         for _ in range(3):
             self.new_connection_served(1.0)
