@@ -27,6 +27,10 @@ class QuietGateway : public spacegate::GatewayControl {
   std::vector<spacegate::WorkerCountersSnapshot> workerCounters() const override { return {{}}; }
   void drain() override { draining_ = true; }
   bool draining() const override { return draining_; }
+  std::string tlsListing() const override { return "{\"certificates\": []}"; }
+  bool reloadTls(spacegate::ValidationError& error) override {
+    return spacegate::rejectField(error, "tls.certificates", "no TLS listener");
+  }
   bool draining_ = false;
 };
 

@@ -42,13 +42,13 @@ int main(int argc, char** argv) {
   if (!listen.empty()) {
     config.listeners.clear();
     for (const std::string& text : listen) {
-      SocketAddress address;
+      ListenerConfig listener;
       std::string reason;
-      if (!parseSocketAddress(text, address, reason, false, false)) {
+      if (!parseSocketAddress(text, listener.address, reason, false, false)) {
         std::fprintf(stderr, "spacegate: --listen %s: %s\n", text.c_str(), reason.c_str());
         return 2;
       }
-      config.listeners.push_back(address);
+      config.listeners.push_back(listener);
     }
   }
   if (workers) config.workers = workers;
@@ -63,10 +63,10 @@ int main(int argc, char** argv) {
   if (!access_log.empty()) config.access_log = access_log;
   if (!log_level.empty()) config.log_level = log_level;
   if (config.listeners.empty()) {
-    SocketAddress address;
+    ListenerConfig listener;
     std::string reason;
-    parseSocketAddress("127.0.0.1:8080", address, reason, false, false);
-    config.listeners.push_back(address);
+    parseSocketAddress("127.0.0.1:8080", listener.address, reason, false, false);
+    config.listeners.push_back(listener);
   }
   LogLevel level;
   if (!Log::parseLevel(config.log_level, level)) {

@@ -35,11 +35,18 @@ bool parseDuration(const std::string& text, uint64_t& milliseconds) {
   return true;
 }
 
+bool hasTlsListener(const GatewayConfig& config) {
+  for (const ListenerConfig& listener : config.listeners) {
+    if (listener.tls) return true;
+  }
+  return false;
+}
+
 bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, ValidationError& error) {
   if (root.is_null()) return true;  // an empty file: all defaults
   if (!checkKeys(root, "",
                  {"listen", "workers", "access_log", "log_level", "limits", "upstream_pool",
-                  "routes", "control", "state_dir", "auth"},
+                  "routes", "control", "state_dir", "auth", "tls", "http2"},
                  error)) {
     return false;
   }
@@ -51,14 +58,25 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
     config.listeners.clear();
     for (size_t i = 0; i < list.size(); ++i) {
       std::string field = listen->is_string() ? "listen" : "listen[" + std::to_string(i) + "]";
-      SocketAddress address;
+      ListenerConfig listener;
       std::string reason;
-      if (!list[i].is_string())
+      const nlohmann::json* text = &list[i];
+      if (list[i].is_object()) {
+        // {"address": "127.0.0.1:8443", "tls": true}
+        if (!checkKeys(list[i], field, {"address", "tls"}, error) ||
+            !readBool(list[i], "tls", field, listener.tls, error)) {
+          return false;
+        }
+        if (!list[i].contains("address")) return rejectField(error, field + ".address", "missing");
+        text = &list[i]["address"];
+        field += ".address";
+      }
+      if (!text->is_string())
         return rejectField(error, field, "must be a string like 127.0.0.1:8080");
-      if (!parseSocketAddress(list[i].get<std::string>(), address, reason, false, false)) {
+      if (!parseSocketAddress(text->get<std::string>(), listener.address, reason, false, false)) {
         return rejectField(error, field, reason);
       }
-      config.listeners.push_back(address);
+      config.listeners.push_back(listener);
     }
   }
   if (!readCount(root, "workers", "", config.workers, 0, 256, error)) return false;
@@ -119,6 +137,74 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
       readDuration(limits, key, "limits", value, error);
       if (value == 0) return rejectField(error, std::string("limits.") + key, "must be above zero");
     }
+  }
+  if (auto http2 = root.find("http2"); http2 != root.end()) {
+    Http2Limits& out = config.http2;
+    if (!checkKeys(
+            *http2, "http2",
+            {"max_concurrent_streams", "initial_window_size", "max_continuations", "max_settings",
+             "max_outbound_ack", "stream_reset_burst", "stream_reset_rate", "zero_window_timeout"},
+            error) ||
+        !readCount(*http2, "max_concurrent_streams", "http2", out.max_concurrent_streams, 1, 10'000,
+                   error) ||
+        !readCount(*http2, "initial_window_size", "http2", out.initial_window_size, 1024,
+                   (1u << 31) - 1, error) ||
+        !readCount(*http2, "max_continuations", "http2", out.max_continuations, 0, 1000, error) ||
+        !readCount(*http2, "max_settings", "http2", out.max_settings, 6, 1000, error) ||
+        !readCount(*http2, "max_outbound_ack", "http2", out.max_outbound_ack, 10, 100'000, error) ||
+        !readCount(*http2, "stream_reset_burst", "http2", out.stream_reset_burst, 1, 1'000'000,
+                   error) ||
+        !readCount(*http2, "stream_reset_rate", "http2", out.stream_reset_rate, 1, 1'000'000,
+                   error) ||
+        !readDuration(*http2, "zero_window_timeout", "http2", out.zero_window_timeout_ms, error)) {
+      return false;
+    }
+    if (out.zero_window_timeout_ms == 0) {
+      return rejectField(error, "http2.zero_window_timeout", "must be above zero");
+    }
+  }
+  if (auto tls = root.find("tls"); tls != root.end()) {
+    TlsConfig& out = config.tls;
+    std::string min_version = "1.2";
+    if (!checkKeys(*tls, "tls", {"certificates", "session_ticket_rotation", "min_version"},
+                   error) ||
+        !readDuration(*tls, "session_ticket_rotation", "tls", out.session_ticket_rotation_ms,
+                      error) ||
+        !readString(*tls, "min_version", "tls", min_version, error)) {
+      return false;
+    }
+    if (min_version != "1.2" && min_version != "1.3") {
+      return rejectField(error, "tls.min_version", "must be \"1.2\" or \"1.3\"");
+    }
+    out.tls13_only = min_version == "1.3";
+    if (out.session_ticket_rotation_ms < 60'000) {
+      return rejectField(error, "tls.session_ticket_rotation", "must be at least 1m");
+    }
+    if (auto certificates = tls->find("certificates"); certificates != tls->end()) {
+      if (!certificates->is_array()) {
+        return rejectField(error, "tls.certificates", "must be a list of {cert, key}");
+      }
+      out.certificates.clear();
+      for (size_t i = 0; i < certificates->size(); ++i) {
+        const nlohmann::json& entry = (*certificates)[i];
+        std::string item = "tls.certificates[" + std::to_string(i) + "]";
+        CertificateConfig certificate;
+        if (!entry.is_object()) return rejectField(error, item, "must be {cert, key}");
+        if (!checkKeys(entry, item, {"cert", "key", "default"}, error) ||
+            !readString(entry, "cert", item, certificate.cert_file, error) ||
+            !readString(entry, "key", item, certificate.key_file, error) ||
+            !readBool(entry, "default", item, certificate.is_default, error)) {
+          return false;
+        }
+        if (certificate.cert_file.empty()) return rejectField(error, item + ".cert", "missing");
+        if (certificate.key_file.empty()) return rejectField(error, item + ".key", "missing");
+        out.certificates.push_back(std::move(certificate));
+      }
+    }
+  }
+  if (hasTlsListener(config) && config.tls.certificates.empty()) {
+    return rejectField(error, "tls.certificates",
+                       "a listener has \"tls\": true but no certificate is configured");
   }
   if (auto pool = root.find("upstream_pool"); pool != root.end()) {
     if (!checkKeys(*pool, "upstream_pool", {"idle_connections", "idle_timeout"}, error) ||

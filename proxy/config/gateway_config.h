@@ -14,6 +14,7 @@
 #include "config/limits.h"
 #include "net/socket_address.h"
 #include "route/route.h"
+#include "tls/tls_config.h"
 
 namespace spacegate {
 
@@ -28,12 +29,21 @@ struct ControlConfig {
   uint64_t route_close_grace_ms = 0;  // before closing a retired route's connections
 };
 
+// A listening address. Plaintext listeners speak HTTP/1.1 and HTTP/2 with
+// prior knowledge (h2c); TLS listeners choose by ALPN (h2, http/1.1).
+struct ListenerConfig {
+  SocketAddress address;
+  bool tls = false;
+};
+
 struct GatewayConfig {
-  std::vector<SocketAddress> listeners;  // default 127.0.0.1:8080
+  std::vector<ListenerConfig> listeners;  // default 127.0.0.1:8080
   unsigned workers = 0;                  // 0: one per core
   std::string access_log = "stdout";     // a file path, "stdout", or "off"
   std::string log_level = "info";
   Limits limits;
+  Http2Limits http2;
+  TlsConfig tls;
   UpstreamPoolLimits upstream_pool;
   std::vector<Route> routes;
   bool routes_given = false;  // the file has a routes: key
@@ -44,6 +54,9 @@ struct GatewayConfig {
 };
 
 // Validates and applies a parsed config document over the defaults.
+// True when a listener terminates TLS.
+bool hasTlsListener(const GatewayConfig& config);
+
 bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, ValidationError& error);
 
 // Loads a YAML/JSON config file. On failure `message` is

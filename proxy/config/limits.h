@@ -44,6 +44,35 @@ struct Limits {
   uint32_t write_low_water = 64 * 1024;
 };
 
+// HTTP/2's own limits, in one place (the `http2:` config section), like
+// Envoy's protocol constraints: what a client may do with frames before the
+// gateway resets the stream or sends GOAWAY and closes. Header list size and
+// field count come from Limits (the same for both codecs).
+struct Http2Limits {
+  // Announced in SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2's default is
+  // unlimited); more open streams are refused.
+  uint32_t max_concurrent_streams = 100;
+  // Per-stream receive window announced to clients; a stream's window opens
+  // again only as its bytes are written upstream (backpressure).
+  uint32_t initial_window_size = 256 * 1024;
+  // CONTINUATION frames allowed for one header block (CONTINUATION flood).
+  uint32_t max_continuations = 8;
+  // Entries in one SETTINGS frame (SETTINGS flood).
+  uint32_t max_settings = 32;
+  // Queued SETTINGS/PING ACKs before the client is cut off (ping and
+  // settings floods of a client that does not read).
+  uint32_t max_outbound_ack = 1000;
+  // Stream resets, both the client's RST_STREAMs (Rapid Reset) and those
+  // the gateway sends because of the client (MadeYouReset): a bucket of
+  // `stream_reset_burst` refilled at `stream_reset_rate` per second. Empty:
+  // GOAWAY and close.
+  uint32_t stream_reset_burst = 1000;
+  uint32_t stream_reset_rate = 33;
+  // A stream whose response waits this long on a zero flow-control window
+  // is reset (the client stalls it on purpose or is stuck).
+  uint64_t zero_window_timeout_ms = 30'000;
+};
+
 struct UpstreamPoolLimits {
   // Idle keep-alive connections kept per upstream address, per worker.
   uint32_t idle_connections = 128;

@@ -85,6 +85,14 @@ WorkerCountersSnapshot sumCounters(const std::vector<WorkerCountersSnapshot>& wo
     total.tunnel_bytes_spliced += worker.tunnel_bytes_spliced;
     total.tunnel_bytes_copied += worker.tunnel_bytes_copied;
     total.connections_refused_descriptors += worker.connections_refused_descriptors;
+    total.tls_handshakes += worker.tls_handshakes;
+    total.tls_handshake_errors += worker.tls_handshake_errors;
+    total.tls_resumptions += worker.tls_resumptions;
+    total.http2_connections += worker.http2_connections;
+    total.http2_streams += worker.http2_streams;
+    total.http2_streams_reset += worker.http2_streams_reset;
+    total.http2_goaway_sent += worker.http2_goaway_sent;
+    total.http2_flood_closes += worker.http2_flood_closes;
     for (int i = 0; i < 6; ++i) total.requests_by_class[i] += worker.requests_by_class[i];
     total.bytes_in += worker.bytes_in;
     total.bytes_out += worker.bytes_out;
@@ -108,6 +116,14 @@ nlohmann::json countersToJson(const WorkerCountersSnapshot& counters) {
           {"tunnel_bytes_spliced", counters.tunnel_bytes_spliced},
           {"tunnel_bytes_copied", counters.tunnel_bytes_copied},
           {"connections_refused_descriptors", counters.connections_refused_descriptors},
+          {"tls_handshakes", counters.tls_handshakes},
+          {"tls_handshake_errors", counters.tls_handshake_errors},
+          {"tls_resumptions", counters.tls_resumptions},
+          {"http2_connections", counters.http2_connections},
+          {"http2_streams", counters.http2_streams},
+          {"http2_streams_reset", counters.http2_streams_reset},
+          {"http2_goaway_sent", counters.http2_goaway_sent},
+          {"http2_flood_closes", counters.http2_flood_closes},
           {"requests", requests},
           {"bytes_in", counters.bytes_in},
           {"bytes_out", counters.bytes_out},
@@ -221,6 +237,16 @@ ControlResponse ControlApi::route(const ControlRequest& request) {
     if (method != "GET") return methodNotAllowed("GET");
     return activity();
   }
+  if (path == "/tls") {
+    if (method != "GET") return methodNotAllowed("GET");
+    return jsonResponse(200, nlohmann::json::parse(gateway_.tlsListing()));
+  }
+  if (path == "/tls/reload") {
+    if (method != "POST") return methodNotAllowed("POST");
+    ValidationError error;
+    if (!gateway_.reloadTls(error)) return errorResponse(400, error.message, error.field);
+    return jsonResponse(200, nlohmann::json::parse(gateway_.tlsListing()));
+  }
   if (path == "/drain") {
     if (method != "POST") return methodNotAllowed("POST");
     gateway_.drain();
@@ -296,6 +322,22 @@ ControlResponse ControlApi::metrics() {
   counter("spacegate_connections_refused_descriptors_total",
           "Connections the gateway could not accept: out of file descriptors.",
           total.connections_refused_descriptors);
+  counter("spacegate_tls_handshakes_total", "TLS handshakes completed.", total.tls_handshakes);
+  counter("spacegate_tls_handshake_errors_total", "TLS handshakes that failed.",
+          total.tls_handshake_errors);
+  counter("spacegate_tls_resumptions_total", "TLS handshakes that resumed a session (ticket).",
+          total.tls_resumptions);
+  counter("spacegate_http2_connections_total", "HTTP/2 connections started.",
+          total.http2_connections);
+  counter("spacegate_http2_streams_total", "HTTP/2 streams (requests) opened.",
+          total.http2_streams);
+  counter("spacegate_http2_streams_reset_total", "HTTP/2 streams the gateway reset.",
+          total.http2_streams_reset);
+  counter("spacegate_http2_goaway_sent_total", "HTTP/2 GOAWAY frames sent.",
+          total.http2_goaway_sent);
+  counter("spacegate_http2_flood_closes_total",
+          "HTTP/2 connections closed for abuse (floods, resets, limits).",
+          total.http2_flood_closes);
   appendHelp(out, "spacegate_upstream_pool_hits_total", "counter",
              "Requests served on a reused upstream connection.");
   appendMetric(out, "spacegate_upstream_pool_hits_total", "",

@@ -1,5 +1,8 @@
 #include "net/write_queue.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace spacegate {
 
 void OutboundWrite::appendView(const char* data, size_t size) {
@@ -91,6 +94,10 @@ int WriteQueue::submit() {
   OutboundWrite* write = prepared_;
   prepared_ = nullptr;
   if (!write) return 0;
+  if (encryptor_) {
+    write = encrypt(write);
+    if (!write) return UV_EPROTO;
+  }
   if (write->empty()) {
     pool_.release(write);
     return 0;
@@ -141,6 +148,47 @@ int WriteQueue::submit() {
   queued_bytes_ += bytes;
   ++pending_writes_;
   return 0;
+}
+
+OutboundWrite* WriteQueue::encrypt(OutboundWrite* plain) {
+  // Small segments (header lines, chunk sizes) are gathered into records of
+  // up to 16 KiB, the TLS record size, instead of a record each.
+  constexpr size_t kRecordSize = 16 * 1024;
+  static thread_local char staging[kRecordSize];
+  size_t staged = 0;
+  bool ok = true;
+  for (const OutboundWrite::Segment& segment : plain->segments_) {
+    const char* data = segment.data ? segment.data : plain->generated_.data() + segment.offset;
+    size_t size = segment.size;
+    if (size >= kRecordSize && staged == 0) {
+      ok = ok && encryptor_->write(data, size);
+      continue;
+    }
+    while (size > 0) {
+      size_t take = std::min(size, kRecordSize - staged);
+      std::memcpy(staging + staged, data, take);
+      staged += take;
+      data += take;
+      size -= take;
+      if (staged == kRecordSize) {
+        ok = ok && encryptor_->write(staging, staged);
+        staged = 0;
+      }
+    }
+  }
+  if (staged > 0) ok = ok && encryptor_->write(staging, staged);
+  pool_.release(plain);
+  if (!ok) return nullptr;
+  OutboundWrite* cipher = pool_.acquire();
+  while (size_t pending = encryptor_->pendingOutput()) {
+    SlabRef slab = pending > BufferPool::kStandardSize ? cipher_buffers_->acquireLarge()
+                                                       : cipher_buffers_->acquireStandard();
+    size_t taken = encryptor_->takeOutput(slab.data(), slab.capacity());
+    if (taken == 0) break;
+    cipher->hold(slab);
+    cipher->appendView(slab.data(), taken);
+  }
+  return cipher;
 }
 
 void WriteQueue::onWritten(uv_write_t* request, int status) {

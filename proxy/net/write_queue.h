@@ -66,6 +66,17 @@ class WriteRecordPool {
   std::vector<OutboundWrite*> free_;
 };
 
+// A layer that turns the plaintext a queue is given into the bytes that go
+// on the wire (TLS: tls/tls_connection.h). The queue hands it every write's
+// bytes in order and sends what it produces.
+class WriteEncryptor {
+ public:
+  virtual ~WriteEncryptor() = default;
+  virtual bool write(const char* data, size_t size) = 0;
+  virtual size_t pendingOutput() const = 0;
+  virtual size_t takeOutput(char* buffer, size_t size) = 0;
+};
+
 class WriteQueue {
  public:
   class Listener {
@@ -77,6 +88,17 @@ class WriteQueue {
 
   WriteQueue(WriteRecordPool& pool, Listener& listener) : pool_(pool), listener_(listener) {}
   void attach(uv_stream_t* stream) { stream_ = stream; }
+  // From now on every write is encrypted first; the ciphertext lives in
+  // slabs from `buffers`.
+  void encryptWith(WriteEncryptor* encryptor, BufferPool* buffers) {
+    encryptor_ = encryptor;
+    cipher_buffers_ = buffers;
+  }
+  // Sends what the encryptor produced on its own (handshake records, alerts).
+  int flushEncryptorOutput() {
+    prepare();
+    return submit();
+  }
 
   // Starts a write; fill it, then submit() it.
   OutboundWrite& prepare();
@@ -93,10 +115,15 @@ class WriteQueue {
 
  private:
   static void onWritten(uv_write_t* request, int status);
+  // The prepared plaintext write encrypted into a new write (or null on a
+  // TLS failure); releases `plain`.
+  OutboundWrite* encrypt(OutboundWrite* plain);
 
   WriteRecordPool& pool_;
   Listener& listener_;
   uv_stream_t* stream_ = nullptr;
+  WriteEncryptor* encryptor_ = nullptr;
+  BufferPool* cipher_buffers_ = nullptr;
   OutboundWrite* prepared_ = nullptr;
   size_t queued_bytes_ = 0;
   size_t pending_writes_ = 0;

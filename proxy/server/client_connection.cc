@@ -74,7 +74,7 @@ ClientConnection::ClientConnection(Worker& worker)
   worker_.addConnection(this);
 }
 
-bool ClientConnection::accept(int fd) {
+bool ClientConnection::accept(int fd, std::shared_ptr<const TlsContextSet> tls) {
   if (uv_tcp_open(&socket_, fd) != 0) {
     ::close(fd);
     close();
@@ -86,8 +86,14 @@ bool ClientConnection::accept(int fd) {
   if (uv_tcp_getpeername(&socket_, reinterpret_cast<sockaddr*>(&peer), &length) == 0) {
     client_ip_ = formatIp(reinterpret_cast<sockaddr*>(&peer));
   }
+  if (tls && tls->front()) {
+    tls_ = std::make_unique<TlsConnection>(std::move(tls));
+    writes_.encryptWith(tls_.get(), &worker_.buffers());
+  }
   state_ = State::kReadingHead;
   idle_keepalive_ = false;
+  // The header deadline covers the TLS handshake too: a client that
+  // connects and stalls is closed just the same.
   armTimer(limits_.header_read_timeout_ms);
   setReading(true);
   return true;
@@ -139,16 +145,78 @@ void ClientConnection::onAllocate(uv_handle_t* handle, size_t, uv_buf_t* buffer)
     *buffer = uv_buf_init(self->worker_.scratch(), 4096);
     return;
   }
+  if (self->tls_) {
+    *buffer = uv_buf_init(self->worker_.cipherReadBuffer(), Worker::kCipherReadBufferSize);
+    return;
+  }
   *buffer = self->inbound_.prepareRead();
 }
 
-void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer) {
   auto* self = static_cast<ClientConnection*>(stream->data);
   if (nread == 0) return;
   if (self->state_ == State::kLingering) {
     if (nread < 0) self->close();
     return;
   }
+  if (nread > 0 && self->tls_) {
+    self->handleCipherText(buffer->base, static_cast<size_t>(nread));
+    return;
+  }
+  if (nread > 0) self->inbound_.commit(static_cast<size_t>(nread));
+  self->handleInput(nread);
+}
+
+void ClientConnection::handleCipherText(const char* data, size_t size) {
+  tls_->feed(data, size);
+  bool handshake_was_done = tls_->handshakeDone();
+  size_t plaintext = 0;
+  bool peer_closed = false;
+  bool failed = false;
+  for (;;) {
+    uv_buf_t space = inbound_.prepareRead();
+    size_t produced = 0;
+    TlsConnection::ReadResult result = tls_->read(space.base, space.len, produced);
+    if (produced > 0) {
+      inbound_.commit(produced);
+      plaintext += produced;
+    }
+    if (result == TlsConnection::ReadResult::kData && space.len > 0) continue;
+    peer_closed = result == TlsConnection::ReadResult::kClosed;
+    failed = result == TlsConnection::ReadResult::kError;
+    break;
+  }
+  // Handshake records, alerts, session tickets.
+  if (tls_->pendingOutput() > 0 && writes_.flushEncryptorOutput() != 0) failed = true;
+  if (failed) {
+    if (!tls_->handshakeDone()) {
+      WorkerCounters::add(worker_.mutableCounters().tls_handshake_errors);
+      close();
+      return;
+    }
+    abort(tls_->failure());
+    return;
+  }
+  if (!tls_->handshakeDone()) {
+    if (peer_closed) close();
+    return;
+  }
+  if (!handshake_was_done) {
+    onHandshakeDone();
+    if (state_ == State::kClosed) return;
+  }
+  if (plaintext > 0) handleInput(static_cast<ssize_t>(plaintext));
+  if (peer_closed && state_ != State::kClosed && state_ != State::kLingering) handleInput(UV_EOF);
+}
+
+void ClientConnection::onHandshakeDone() {
+  WorkerCounters& counters = worker_.mutableCounters();
+  WorkerCounters::add(counters.tls_handshakes);
+  if (tls_->resumed()) WorkerCounters::add(counters.tls_resumptions);
+}
+
+void ClientConnection::handleInput(ssize_t nread) {
+  ClientConnection* self = this;
   if (nread < 0) {
     switch (self->state_) {
       case State::kReadingHead:
@@ -180,7 +248,6 @@ void ClientConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t
         return;
     }
   }
-  self->inbound_.commit(static_cast<size_t>(nread));
   if (self->state_ == State::kTunnel) {
     BufferSlice slice = self->inbound_.slice(self->inbound_.data(), self->inbound_.size());
     self->inbound_.consume(self->inbound_.size());
@@ -880,7 +947,7 @@ void ClientConnection::beginTunnel() {
   upstream_->releaseTunnelBuffers();
   flushClientWrites();
   if (state_ == State::kClosed) return;
-  if (limits_.tunnel_splice && !websocket_tunnel_) {
+  if (limits_.tunnel_splice && !websocket_tunnel_ && !tls_) {
     // Nothing more is read in user space; what is already on its way is
     // written out first, then splice(2) takes over.
     splice_wanted_ = true;
@@ -1092,6 +1159,11 @@ void ClientConnection::startLingering() {
   shutdown_started_ = true;
   state_ = State::kLingering;
   inbound_.reset();
+  if (tls_) {
+    // close_notify before the FIN: the client knows the response is whole.
+    tls_->shutdown();
+    writes_.flushEncryptorOutput();
+  }
   shutdown_request_.data = this;
   if (uv_shutdown(&shutdown_request_, stream(), &ClientConnection::onShutdownDone) != 0) {
     close();

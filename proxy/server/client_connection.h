@@ -18,6 +18,7 @@
 #include "net/inbound_buffer.h"
 #include "net/write_queue.h"
 #include "route/route_table.h"
+#include "tls/tls_connection.h"
 #include "tunnel/splice_tunnel.h"
 #include "tunnel/websocket_tunnel.h"
 #include "upstream/upstream_connection.h"
@@ -32,8 +33,9 @@ class ClientConnection : private WriteQueue::Listener,
                          private SpliceTunnel::Owner {
  public:
   explicit ClientConnection(Worker& worker);
-  // Takes an accepted socket and starts reading. Returns false (and closes) on error.
-  bool accept(int fd);
+  // Takes an accepted socket and starts reading, with a TLS handshake first
+  // when `tls` is given. Returns false (and closes) on error.
+  bool accept(int fd, std::shared_ptr<const TlsContextSet> tls = nullptr);
   // Graceful shutdown: close now if idle, else after the current exchange.
   void onWorkerShutdown();
   // End of the grace period: close whatever the state.
@@ -64,6 +66,12 @@ class ClientConnection : private WriteQueue::Listener,
 
   static void onAllocate(uv_handle_t* handle, size_t suggested, uv_buf_t* buffer);
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer);
+  // Plaintext arrived in inbound_ (nread > 0), or the client's end (< 0).
+  void handleInput(ssize_t nread);
+  // TLS: ciphertext read from the socket; decrypts what it can into inbound_.
+  void handleCipherText(const char* data, size_t size);
+  // TLS: the handshake just finished (counts it, picks the protocol by ALPN).
+  void onHandshakeDone();
   static void onTimer(void* owner);
   static void onShutdownDone(uv_shutdown_t* request, int status);
   static void onClosed(uv_handle_t* handle);
@@ -138,6 +146,7 @@ class ClientConnection : private WriteQueue::Listener,
   Worker& worker_;
   const Limits& limits_;
   uv_tcp_t socket_;
+  std::unique_ptr<TlsConnection> tls_;  // TLS listeners only
   DeadlineTimer timer_;
   uv_shutdown_t shutdown_request_;
   int open_handles_ = 0;

@@ -31,6 +31,40 @@ Gateway::Gateway(GatewayConfig config, std::string config_file)
 
 Gateway::~Gateway() = default;
 
+bool Gateway::applyTls(const TlsConfig& tls, ValidationError& error) {
+  std::shared_ptr<const TlsContextSet> contexts =
+      TlsContextSet::load(tls, ticket_keys_.get(), error);
+  if (!contexts) return false;
+  tls_contexts_.publish(std::move(contexts));
+  tls_config_ = tls;
+  return true;
+}
+
+std::string Gateway::tlsListing() const {
+  return tls_contexts_.current()->listingJson();
+}
+
+bool Gateway::reloadTls(ValidationError& error) {
+  std::lock_guard<std::mutex> lock(tls_mutex_);
+  if (!ticket_keys_) return rejectField(error, "listen", "no listener has \"tls\": true");
+  // The file's tls: section when there is a file (new or changed entries),
+  // else the same files again (renewed certificates).
+  TlsConfig tls = tls_config_;
+  if (!config_file_.empty()) {
+    GatewayConfig fresh;
+    std::string message;
+    if (!loadGatewayConfigFile(config_file_, fresh, message)) {
+      return rejectField(error, "config", message);
+    }
+    tls = fresh.tls;
+  }
+  if (!applyTls(tls, error)) return false;
+  logEvent(LogLevel::kInfo, "TLS certificates reloaded")
+      .with("certificates", static_cast<uint64_t>(tls.certificates.size()))
+      .emit();
+  return true;
+}
+
 std::vector<WorkerCountersSnapshot> Gateway::workerCounters() const {
   std::vector<WorkerCountersSnapshot> snapshots;
   for (const auto& worker : workers_) {
@@ -47,6 +81,14 @@ std::vector<WorkerCountersSnapshot> Gateway::workerCounters() const {
     snapshot.tunnel_bytes_spliced = load(counters.tunnel_bytes_spliced);
     snapshot.tunnel_bytes_copied = load(counters.tunnel_bytes_copied);
     snapshot.connections_refused_descriptors = load(counters.connections_refused_descriptors);
+    snapshot.tls_handshakes = load(counters.tls_handshakes);
+    snapshot.tls_handshake_errors = load(counters.tls_handshake_errors);
+    snapshot.tls_resumptions = load(counters.tls_resumptions);
+    snapshot.http2_connections = load(counters.http2_connections);
+    snapshot.http2_streams = load(counters.http2_streams);
+    snapshot.http2_streams_reset = load(counters.http2_streams_reset);
+    snapshot.http2_goaway_sent = load(counters.http2_goaway_sent);
+    snapshot.http2_flood_closes = load(counters.http2_flood_closes);
     for (int i = 0; i < 6; ++i) snapshot.requests_by_class[i] = load(counters.requests_by_class[i]);
     snapshot.bytes_in = load(counters.bytes_in);
     snapshot.bytes_out = load(counters.bytes_out);
@@ -157,12 +199,23 @@ int Gateway::run() {
   uint64_t descriptors = raiseDescriptorLimit();
   unsigned workers =
       config_.workers ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
+  if (hasTlsListener(config_)) {
+    ticket_keys_ = std::make_unique<SessionTicketKeys>(config_.tls.session_ticket_rotation_ms);
+    ValidationError tls_error;
+    if (!applyTls(config_.tls, tls_error)) {
+      logEvent(LogLevel::kError, "cannot start")
+          .with("error", tls_error.field + ": " + tls_error.message)
+          .emit();
+      return 1;
+    }
+  }
   if (!prepareRoutes(error)) {
     logEvent(LogLevel::kError, "cannot start").with("error", error).emit();
     return 1;
   }
   for (unsigned index = 0; index < workers; ++index) {
-    auto worker = std::make_unique<Worker>(index, config_, routes_, keys_, access_log_);
+    auto worker =
+        std::make_unique<Worker>(index, config_, routes_, keys_, tls_contexts_, access_log_);
     if (!worker->open(error)) {
       logEvent(LogLevel::kError, "cannot start").with("error", error).emit();
       return 1;
@@ -173,9 +226,10 @@ int Gateway::run() {
   if (control_server_) control_server_->start();
   {
     std::string listeners;
-    for (const SocketAddress& address : config_.listeners) {
+    for (const ListenerConfig& listener : config_.listeners) {
       if (!listeners.empty()) listeners += ",";
-      listeners += address.text();
+      listeners += listener.address.text();
+      if (listener.tls) listeners += " (tls)";
     }
     logEvent(LogLevel::kInfo, "listening")
         .with("listen", listeners)
@@ -220,7 +274,14 @@ int Gateway::run() {
   uv_signal_start(
       &hangup,
       [](uv_signal_t* handle, int) {
-        static_cast<SignalContext*>(handle->data)->gateway->reloadRoutes();
+        Gateway* gateway = static_cast<SignalContext*>(handle->data)->gateway;
+        gateway->reloadRoutes();
+        ValidationError error;
+        if (gateway->ticket_keys_ && !gateway->reloadTls(error)) {
+          logEvent(LogLevel::kError, "TLS reload refused; certificates unchanged")
+              .with("error", error.field + ": " + error.message)
+              .emit();
+        }
       },
       SIGHUP);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "control_api/route_store.h"
 #include "log/access_log.h"
 #include "route/route_publisher.h"
+#include "tls/tls_context_set.h"
 
 namespace spacegate {
 
@@ -38,15 +40,24 @@ class Gateway : public GatewayControl {
   std::vector<WorkerCountersSnapshot> workerCounters() const override;
   void drain() override;
   bool draining() const override { return draining_.load(); }
+  std::string tlsListing() const override;
+  bool reloadTls(ValidationError& error) override;
 
  private:
   bool prepareRoutes(std::string& error);
   void reloadRoutes();
+  // Builds the TLS contexts of `tls` and publishes them (SIGHUP, control API).
+  bool applyTls(const TlsConfig& tls, ValidationError& error);
 
   GatewayConfig config_;
   std::string config_file_;
   AccessLogSink access_log_;
   RouteTablePublisher routes_;
+  // Before the contexts: they point at the keys until the last one is gone.
+  std::unique_ptr<SessionTicketKeys> ticket_keys_;
+  TlsContextPublisher tls_contexts_;
+  mutable std::mutex tls_mutex_;  // reloads (SIGHUP and control API) one at a time
+  TlsConfig tls_config_;          // what the contexts in use were built from
   KeyRingPublisher keys_;
   std::unique_ptr<RouteStore> route_store_;
   std::unique_ptr<KeyRingStore> key_store_;

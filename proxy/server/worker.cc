@@ -49,13 +49,15 @@ int openReusePortSocket(const SocketAddress& address, std::string& error) {
 }  // namespace
 
 Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePublisher& routes,
-               const KeyRingPublisher& keys, const AccessLogSink& access_log)
+               const KeyRingPublisher& keys, const TlsContextPublisher& tls_contexts,
+               const AccessLogSink& access_log)
     : index_(index),
       config_(config),
       buffers_(config.limits.header_block_size + 4096),
       dns_(&loop_),
       route_reader_(routes),
-      key_reader_(keys) {
+      key_reader_(keys),
+      tls_reader_(tls_contexts) {
   uv_loop_init(&loop_);
   upstreams_ = std::make_unique<UpstreamPool>(&loop_, buffers_, writes_, dns_, config_.limits,
                                               config_.upstream_pool, counters_);
@@ -96,7 +98,8 @@ bool Worker::open(std::string& error) {
     error = "cannot start the DNS resolver (c-ares)";
     return false;
   }
-  for (const SocketAddress& address : config_.listeners) {
+  for (const ListenerConfig& listener_config : config_.listeners) {
+    const SocketAddress& address = listener_config.address;
     int fd = openReusePortSocket(address, error);
     if (fd < 0) return false;
     // The worker accepts itself (a poll handle on the listening socket, not
@@ -109,6 +112,7 @@ bool Worker::open(std::string& error) {
     auto* listener = new Listener{};
     listener->fd = fd;
     listener->worker = this;
+    listener->tls = listener_config.tls;
     int result = uv_poll_init(&loop_, &listener->poll, fd);
     if (result != 0) {
       error = "listen " + address.text() + ": " + uv_strerror(result);
@@ -312,7 +316,12 @@ void Worker::onListenerReadable(uv_poll_t* handle, int status, int) {
       continue;
     }
     auto* connection = new ClientConnection(*worker);
-    if (connection->accept(fd)) WorkerCounters::add(worker->counters_.connections_accepted);
+    // A TLS connection keeps the certificates it started with through any reload.
+    std::shared_ptr<const TlsContextSet> tls;
+    if (listener->tls) tls = worker->tls_reader_.current();
+    if (connection->accept(fd, std::move(tls))) {
+      WorkerCounters::add(worker->counters_.connections_accepted);
+    }
   }
 }
 

@@ -24,6 +24,7 @@
 #include "net/write_queue.h"
 #include "route/route_publisher.h"
 #include "server/worker_counters.h"
+#include "tls/tls_context_set.h"
 #include "tunnel/pipe_pool.h"
 #include "upstream/upstream_pool.h"
 
@@ -35,7 +36,8 @@ class TunnelSession;
 class Worker {
  public:
   Worker(unsigned index, const GatewayConfig& config, const RouteTablePublisher& routes,
-         const KeyRingPublisher& keys, const AccessLogSink& access_log);
+         const KeyRingPublisher& keys, const TlsContextPublisher& tls_contexts,
+         const AccessLogSink& access_log);
   ~Worker();
 
   // Binds the listening sockets (on the calling thread, so that errors are
@@ -75,6 +77,9 @@ class Worker {
   // A fresh request id into `out`: 32 hex digits, unique per process run.
   void newRequestId(std::string& out);
   char* scratch() { return scratch_; }
+  // Where TLS connections read ciphertext (fed to BoringSSL at once).
+  char* cipherReadBuffer() { return cipher_read_buffer_.get(); }
+  static constexpr size_t kCipherReadBufferSize = 64 * 1024;
 
   void addConnection(ClientConnection* connection);
   void removeConnection(ClientConnection* connection);
@@ -91,6 +96,7 @@ class Worker {
     uv_poll_t poll;
     int fd = -1;
     Worker* worker = nullptr;
+    bool tls = false;  // connections start with a TLS handshake
   };
   // How long accepting pauses after running out of descriptors.
   static constexpr uint64_t kAcceptPauseMs = 100;
@@ -141,6 +147,7 @@ class Worker {
   std::unique_ptr<AccessLogBuffer> access_log_;
   RouteTableReader route_reader_;
   KeyRingReader key_reader_;
+  TlsContextReader tls_reader_;
   TokenCache token_cache_;
   std::vector<ClientConnection*> connections_;
   std::vector<TunnelSession*> tunnel_sessions_;
@@ -157,6 +164,7 @@ class Worker {
   uint64_t request_counter_ = 0;
   uint64_t accept_errors_logged_at_ = 0;
   char scratch_[4096];
+  std::unique_ptr<char[]> cipher_read_buffer_{new char[kCipherReadBufferSize]};
 };
 
 }  // namespace spacegate

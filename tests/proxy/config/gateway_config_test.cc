@@ -56,7 +56,7 @@ TEST(GatewayConfigTest, ReadsYamlAndJson) {
   ASSERT_TRUE(loadGatewayConfigFile(file, config, message)) << message;
   std::remove(file.c_str());
   ASSERT_EQ(config.listeners.size(), 2u);
-  EXPECT_EQ(config.listeners[1].text(), "[::1]:9001");
+  EXPECT_EQ(config.listeners[1].address.text(), "[::1]:9001");
   EXPECT_EQ(config.workers, 3u);
   EXPECT_EQ(config.limits.header_read_timeout_ms, 2000u);
   EXPECT_EQ(config.limits.request_body_size, 1048576u);

@@ -14,6 +14,10 @@ class FakeGateway : public GatewayControl {
   }
   void drain() override { draining_ = true; }
   bool draining() const override { return draining_; }
+  std::string tlsListing() const override { return "{\"certificates\": []}"; }
+  bool reloadTls(spacegate::ValidationError& error) override {
+    return spacegate::rejectField(error, "tls.certificates", "no TLS listener");
+  }
   bool draining_ = false;
 };
 

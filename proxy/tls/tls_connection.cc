@@ -1,0 +1,96 @@
+#include "tls/tls_connection.h"
+
+#include <openssl/err.h>
+
+namespace spacegate {
+
+TlsConnection::TlsConnection(std::shared_ptr<const TlsContextSet> contexts)
+    : contexts_(std::move(contexts)), ssl_(SSL_new(contexts_->front())) {
+  input_ = BIO_new(BIO_s_mem());
+  output_ = BIO_new(BIO_s_mem());
+  // An empty input BIO means "wait for more", not end of file.
+  BIO_set_mem_eof_return(input_, -1);
+  SSL_set_bio(ssl_.get(), input_, output_);
+  SSL_set_accept_state(ssl_.get());
+}
+
+TlsConnection::~TlsConnection() = default;
+
+void TlsConnection::feed(const char* data, size_t size) {
+  BIO_write(input_, data, static_cast<int>(size));
+}
+
+TlsConnection::ReadResult TlsConnection::read(char* buffer, size_t size, size_t& produced) {
+  produced = 0;
+  if (!handshake_done_) {
+    int result = SSL_do_handshake(ssl_.get());
+    if (result != 1) {
+      int error = SSL_get_error(ssl_.get(), result);
+      if (error == SSL_ERROR_WANT_READ) return ReadResult::kWantMore;
+      failure_ = error == SSL_ERROR_ZERO_RETURN ? "TLS closed during the handshake"
+                                                : "TLS handshake failed";
+      ERR_clear_error();
+      return error == SSL_ERROR_ZERO_RETURN ? ReadResult::kClosed : ReadResult::kError;
+    }
+    handshake_done_ = true;
+  }
+  if (size == 0) return ReadResult::kWantMore;
+  int result = SSL_read(ssl_.get(), buffer, static_cast<int>(size > INT32_MAX ? INT32_MAX : size));
+  if (result > 0) {
+    produced = static_cast<size_t>(result);
+    return ReadResult::kData;
+  }
+  int error = SSL_get_error(ssl_.get(), result);
+  if (error == SSL_ERROR_WANT_READ) return ReadResult::kWantMore;
+  ERR_clear_error();
+  if (error == SSL_ERROR_ZERO_RETURN) return ReadResult::kClosed;
+  failure_ = "TLS record error";
+  return ReadResult::kError;
+}
+
+bool TlsConnection::write(const char* data, size_t size) {
+  while (size > 0) {
+    int chunk = static_cast<int>(size > (1u << 30) ? (1u << 30) : size);
+    int result = SSL_write(ssl_.get(), data, chunk);
+    if (result <= 0) {
+      ERR_clear_error();
+      return false;
+    }
+    data += result;
+    size -= static_cast<size_t>(result);
+  }
+  return true;
+}
+
+void TlsConnection::shutdown() {
+  if (handshake_done_) SSL_shutdown(ssl_.get());
+  ERR_clear_error();
+}
+
+size_t TlsConnection::pendingOutput() const {
+  return BIO_ctrl_pending(output_);
+}
+
+size_t TlsConnection::takeOutput(char* buffer, size_t size) {
+  int result = BIO_read(output_, buffer, static_cast<int>(size));
+  return result > 0 ? static_cast<size_t>(result) : 0;
+}
+
+std::string_view TlsConnection::alpn() const {
+  const uint8_t* protocol = nullptr;
+  unsigned length = 0;
+  SSL_get0_alpn_selected(ssl_.get(), &protocol, &length);
+  return protocol ? std::string_view(reinterpret_cast<const char*>(protocol), length)
+                  : std::string_view();
+}
+
+std::string_view TlsConnection::serverName() const {
+  const char* name = SSL_get_servername(ssl_.get(), TLSEXT_NAMETYPE_host_name);
+  return name ? std::string_view(name) : std::string_view();
+}
+
+bool TlsConnection::resumed() const {
+  return SSL_session_reused(ssl_.get());
+}
+
+}  // namespace spacegate
