@@ -41,7 +41,7 @@ demo: build
 # (e.g. ARGS="--scenarios keepalive-small --duration 5 --rounds 3 --workers 2").
 # `make perf-smoke` is the short CI check: it fails on spacegate errors or a
 # broken harness, never on speed.
-.PHONY: perf perf-smoke perf-reload perf-micro perf-runner perf-tunnels
+.PHONY: perf perf-smoke perf-reload perf-micro perf-runner perf-tunnels perf-h2
 perf: build
 	/usr/bin/python3 perf/load_harness.py --spacegate $(BUILD_DIR)/proxy/spacegate \
 	  --micro $(BUILD_DIR)/perf/spacegate_micro_benchmarks $(ARGS)
@@ -61,6 +61,13 @@ perf-smoke: build
 # --bytes 100MiB --duration 5 --json tunnels.json" (perf/README.md).
 perf-tunnels: build
 	/usr/bin/python3 perf/tunnel_bench.py --spacegate $(BUILD_DIR)/proxy/spacegate $(ARGS)
+
+# TLS and HTTP/2 (docs/perf.md): h2load over TLS, 10 connections x 100
+# streams, through spacegate, nginx, h2o and HAProxy; and full TLS handshakes
+# per second (openssl s_time -new) against nginx and HAProxy, each with the
+# proxy's CPU per request. `ARGS=--smoke` for a short run.
+perf-h2: build
+	/usr/bin/python3 perf/load_harness.py --h2 --spacegate $(BUILD_DIR)/proxy/spacegate $(ARGS)
 
 # Runner: warm/cold machine times, Gitspace setup to IDE, memory per
 # machine, a pool of 50 (needs root for namespaces; docs/perf.md).
@@ -85,7 +92,7 @@ perf-micro: build
 ASAN_BUILD_DIR ?= build-asan
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_TARGETS ?= http1_request http1_response gateway_config route_json access_token control_api \
-  devcontainer runner_config websocket_frame
+  devcontainer runner_config websocket_frame http2_frames
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
 # -O1 with line tables: what the sanitizers recommend, and a quicker build.

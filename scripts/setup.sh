@@ -13,7 +13,7 @@ packages=(
   # fuzzing and sanitizers
   clang libclang-rt-14-dev
   # peers, load tools and test clients
-  nginx haproxy wrk nghttp2-client curl python3 python3-websockets python3-h2 python3-cryptography
+  nginx haproxy h2o wrk nghttp2-client curl python3 python3-websockets python3-h2 python3-cryptography
   procps iproute2 clang-format
   # runner and agent: machines (namespaces, bridge), Git, the IDEs
   util-linux git python3-notebook openssh-server openssh-client
@@ -36,11 +36,11 @@ sudo_prefix=()
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_prefix[@]}" apt-get update -qq
 "${sudo_prefix[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts nginx and haproxy as services when installed (where an init
+# Debian starts nginx, haproxy and h2o as services when installed (where an init
 # system runs); the tests start their own instances, so stop the system ones.
 # (The host's own sshd is left alone: Gitspace machines run theirs in their
 # own network namespaces.)
-for service in nginx haproxy; do
+for service in nginx haproxy h2o; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
     "${sudo_prefix[@]}" systemctl stop "$service" || true
     "${sudo_prefix[@]}" systemctl disable "$service" >/dev/null 2>&1 || true

@@ -302,9 +302,9 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
       if (found == by_id.end()) {
         removed.push_back(old.id);
       }
-      if (found == by_id.end() || found->second->upstream_text != old.upstream_text) {
+      if (found == by_id.end() || found->second->poolKey() != old.poolKey()) {
         retired.routes.push_back(old_table->findPointerById(old.id));
-        retired.upstreams.push_back(old.upstream_text);
+        retired.upstreams.push_back(old.poolKey());
       }
     });
     std::vector<Route> changed;
@@ -364,13 +364,13 @@ bool RouteStore::commit(std::vector<Route> upserts, std::vector<std::string> del
     }
     for (const std::string& id : deletes) {
       retired.routes.push_back(old_table->findPointerById(id));
-      retired.upstreams.push_back(old_table->findById(id)->upstream_text);
+      retired.upstreams.push_back(old_table->findById(id)->poolKey());
     }
     for (const Route& route : upserts) {
       const Route* old = old_table->findById(route.id);
-      if (old && old->upstream_text != route.upstream_text) {
+      if (old && old->poolKey() != route.poolKey()) {
         retired.routes.push_back(old_table->findPointerById(route.id));
-        retired.upstreams.push_back(old->upstream_text);
+        retired.upstreams.push_back(old->poolKey());
       }
     }
     // A route upserted exactly as it is keeps its object (see above).

@@ -115,6 +115,19 @@ bool isRequestIdByte(char c) {
 
 }  // namespace
 
+std::vector<const HeaderField*> endToEndResponseFields(const ResponseHead& response) {
+  std::vector<const HeaderField*> fields;
+  fields.reserve(response.headers.size());
+  ConnectionListedNames listed(response.headers);
+  for (const HeaderField& field : response.headers) {
+    FieldRole role = classifyResponseField(field.name);
+    if (role == FieldRole::kHopByHop || role == FieldRole::kUpgrade) continue;
+    if (role == FieldRole::kForward && !listed.empty() && listed.contains(field.name)) continue;
+    fields.push_back(&field);
+  }
+  return fields;
+}
+
 std::string_view acceptableRequestId(const RequestHead& request) {
   const HeaderField* field = findHeader(request.headers, "x-request-id");
   if (!field || field->value.empty() || field->value.size() > 128) return {};

@@ -49,6 +49,12 @@ struct ClientResponseContext {
 void writeClientResponseHead(const ResponseHead& response, const ClientResponseContext& context,
                              OutboundWrite& out);
 
+// The response's end-to-end fields, for a codec that frames messages itself
+// (HTTP/2): hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
+// Transfer-Encoding, Upgrade, TE, and the names a Connection field lists)
+// are left out; Content-Length stays.
+std::vector<const HeaderField*> endToEndResponseFields(const ResponseHead& response);
+
 // The X-Request-Id to forward: the client's, when it is a sane token (1..128
 // bytes of [A-Za-z0-9._:+/=-]); otherwise empty (the caller makes one).
 std::string_view acceptableRequestId(const RequestHead& request);

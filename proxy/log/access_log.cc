@@ -62,8 +62,9 @@ void AccessLogBuffer::append(const AccessLogEntry& entry) {
       .field("client", entry.client)
       .field("method", entry.method)
       .field("host", entry.host)
-      .field("path", entry.path)
-      .field("status", entry.status)
+      .field("path", entry.path);
+  if (!entry.protocol.empty()) line.field("protocol", entry.protocol);
+  line.field("status", entry.status)
       .field("bytes_in", entry.bytes_in)
       .field("bytes_out", entry.bytes_out)
       .field("route", entry.route)

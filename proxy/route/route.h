@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "net/socket_address.h"
+#include "tls/tls_config.h"
 
 namespace spacegate {
 
@@ -52,6 +53,11 @@ struct Route {
   SocketAddress upstream;
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   bool upstream_tls = false;
+  UpstreamTlsOptions upstream_tls_options;  // with upstream_tls
+  // What the upstream pool shares connections by: the upstream, and with
+  // TLS the name and trust it was verified with.
+  std::string upstream_key;
+  const std::string& poolKey() const { return upstream_key.empty() ? upstream_text : upstream_key; }
   std::vector<uint16_t> tunnel_ports;   // ports CONNECT and the tunnel endpoint may reach
   uint64_t tunnel_idle_timeout_ms = 0;  // 0: the gateway's limits.tunnel_idle_timeout
   std::string gitspace;

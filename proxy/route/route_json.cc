@@ -60,10 +60,21 @@ bool isValidIdentifier(const std::string& text) {
 }
 
 const std::set<std::string>& knownRouteKeys() {
-  static const std::set<std::string> keys = {
-      "id",       "host",         "path_prefix",  "strip_prefix",           "upstream",
-      "protocol", "upstream_tls", "tunnel_ports", "tunnel_idle_timeout_ms", "gitspace",
-      "owner",    "access"};
+  static const std::set<std::string> keys = {"id",
+                                             "host",
+                                             "path_prefix",
+                                             "strip_prefix",
+                                             "upstream",
+                                             "protocol",
+                                             "upstream_tls",
+                                             "tunnel_ports",
+                                             "tunnel_idle_timeout_ms",
+                                             "gitspace",
+                                             "owner",
+                                             "access",
+                                             "upstream_tls_server_name",
+                                             "upstream_tls_ca_file",
+                                             "upstream_tls_verify"};
   return keys;
 }
 
@@ -116,6 +127,34 @@ bool parseRoute(const nlohmann::json& object, const std::string& path, Route& ro
     return rejectField(error, path + ".protocol", "must be \"http1\" or \"h2c\"");
   }
   if (!readBool(object, "upstream_tls", path, route.upstream_tls, error)) return false;
+  UpstreamTlsOptions& tls = route.upstream_tls_options;
+  if (!readString(object, "upstream_tls_server_name", path, tls.server_name, error, false) ||
+      !readString(object, "upstream_tls_ca_file", path, tls.ca_file, error, false) ||
+      !readBool(object, "upstream_tls_verify", path, tls.verify, error)) {
+    return false;
+  }
+  bool tls_detail = object.contains("upstream_tls_server_name") ||
+                    object.contains("upstream_tls_ca_file") ||
+                    object.contains("upstream_tls_verify");
+  if (tls_detail && !route.upstream_tls) {
+    return rejectField(error, path + ".upstream_tls", "must be true with upstream_tls_* fields");
+  }
+  if (!tls.server_name.empty() && !isValidRouteHost(tls.server_name)) {
+    return rejectField(error, path + ".upstream_tls_server_name", "must be a lower-case host name");
+  }
+  if (!tls.ca_file.empty() && tls.ca_file.front() != '/') {
+    return rejectField(error, path + ".upstream_tls_ca_file", "must be an absolute path");
+  }
+  if (route.upstream_tls && route.upstream.kind == SocketAddress::Kind::kUnix &&
+      tls.server_name.empty()) {
+    return rejectField(error, path + ".upstream_tls_server_name",
+                       "a unix-socket upstream with TLS needs the name to verify");
+  }
+  route.upstream_key = route.upstream_text;
+  if (route.upstream_tls) {
+    route.upstream_key = "tls|" + tls.server_name + "|" + tls.ca_file + "|" +
+                         (tls.verify ? "verify" : "any") + "|" + route.upstream_text;
+  }
   if (auto ports = object.find("tunnel_ports"); ports != object.end()) {
     if (!ports->is_array())
       return rejectField(error, path + ".tunnel_ports", "must be a list of ports");
@@ -198,10 +237,6 @@ bool checkRouteServable(const Route& route, const std::string& path, ValidationE
     return rejectField(error, path + ".protocol",
                        "h2c upstreams are not supported by this gateway yet");
   }
-  if (route.upstream_tls) {
-    return rejectField(error, path + ".upstream_tls",
-                       "upstream TLS is not supported by this gateway yet");
-  }
   return true;
 }
 
@@ -222,6 +257,12 @@ nlohmann::json routeToJson(const Route& route) {
                            {"protocol", upstreamProtocolName(route.protocol)},
                            {"upstream_tls", route.upstream_tls},
                            {"access", routeAccessName(route.access)}};
+  if (route.upstream_tls) {
+    const UpstreamTlsOptions& tls = route.upstream_tls_options;
+    if (!tls.server_name.empty()) object["upstream_tls_server_name"] = tls.server_name;
+    if (!tls.ca_file.empty()) object["upstream_tls_ca_file"] = tls.ca_file;
+    if (!tls.verify) object["upstream_tls_verify"] = false;
+  }
   if (!route.tunnel_ports.empty()) object["tunnel_ports"] = route.tunnel_ports;
   if (route.tunnel_idle_timeout_ms != 0) {
     object["tunnel_idle_timeout_ms"] = route.tunnel_idle_timeout_ms;

@@ -25,7 +25,7 @@ bool Route::sameDefinition(const Route& other) const {
   return id == other.id && host == other.host && path_prefix == other.path_prefix &&
          strip_prefix == other.strip_prefix && upstream_text == other.upstream_text &&
          protocol == other.protocol && upstream_tls == other.upstream_tls &&
-         tunnel_ports == other.tunnel_ports &&
+         upstream_key == other.upstream_key && tunnel_ports == other.tunnel_ports &&
          tunnel_idle_timeout_ms == other.tunnel_idle_timeout_ms && gitspace == other.gitspace &&
          owner == other.owner && access == other.access;
 }

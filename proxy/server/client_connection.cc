@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "http/header_rewrite.h"
 #include "net/socket_address.h"
+#include "server/exchange_routing.h"
 #include "server/tunnel_session.h"
 #include "server/worker.h"
 
@@ -122,6 +123,7 @@ void ClientConnection::updateReading() {
   bool holding_room = inbound_.size() < limits_.header_block_size;
   switch (state_) {
     case State::kReadingHead:
+    case State::kHttp2:
     case State::kLingering: setReading(true); break;
     case State::kConnecting: setReading(holding_room && !client_eof_); break;
     case State::kForwarding:
@@ -213,10 +215,59 @@ void ClientConnection::onHandshakeDone() {
   WorkerCounters& counters = worker_.mutableCounters();
   WorkerCounters::add(counters.tls_handshakes);
   if (tls_->resumed()) WorkerCounters::add(counters.tls_resumptions);
+  if (tls_->alpn() == TlsContextSet::kAlpnHttp2) startHttp2();
+}
+
+void ClientConnection::startHttp2() {
+  state_ = State::kHttp2;
+  first_request_ = false;
+  timer_.clear();
+  http2_ = std::make_unique<Http2ServerSession>(worker_, static_cast<Http2Transport&>(*this));
+  if (!http2_->start()) {
+    close();
+    return;
+  }
+  if (worker_.draining()) http2_->shutdownGracefully();
+  if (state_ != State::kHttp2) return;
+  if (!inbound_.empty()) {
+    feedHttp2();
+    if (state_ != State::kHttp2) return;
+  } else {
+    http2_->flush();
+  }
+  updateReading();
+}
+
+void ClientConnection::feedHttp2() {
+  SlabRef slab = inbound_.slab();
+  const char* data = inbound_.data();
+  size_t size = inbound_.size();
+  inbound_.consume(size);
+  bytes_in_ += size;
+  http2_->receive(slab, data, size);
+  if (state_ == State::kClosed) return;
+  // Body bytes live on in the slices the streams sent upstream; the buffer
+  // starts over on a fresh slab if they do.
+  inbound_.releaseIfEmpty();
+}
+
+bool ClientConnection::closeStreamsOfRoutes(const std::vector<RoutePtr>& routes) {
+  if (state_ != State::kHttp2 || !http2_) return false;
+  http2_->closeStreamsOfRoutes(routes);
+  return true;
 }
 
 void ClientConnection::handleInput(ssize_t nread) {
   ClientConnection* self = this;
+  if (state_ == State::kHttp2) {
+    if (nread < 0) {
+      // The client went away: its streams end with it.
+      close();
+      return;
+    }
+    feedHttp2();
+    return;
+  }
   if (nread < 0) {
     switch (self->state_) {
       case State::kReadingHead:
@@ -282,12 +333,23 @@ void ClientConnection::processInput() {
   while (state_ == State::kReadingHead || state_ == State::kForwarding) {
     if (inbound_.empty()) return;
     if (state_ == State::kReadingHead) {
+      if (first_request_ && !tls_) {
+        // HTTP/2 with prior knowledge (RFC 9113 3.3) starts with the preface.
+        static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        std::string_view received(inbound_.data(), std::min(inbound_.size(), kPreface.size()));
+        if (kPreface.starts_with(received)) {
+          if (received.size() < kPreface.size()) return;  // wait for the rest
+          startHttp2();
+          return;
+        }
+      }
       auto status = parser_.parseHead(inbound_.data(), inbound_.size(), request_);
       if (status == Http1MessageParser::HeadStatus::kIncomplete) {
         if (inbound_.full()) respondLocally(431, "request header block too large", true);
         return;
       }
       exchange_start_ns_ = uv_hrtime();
+      first_request_ = false;
       if (status == Http1MessageParser::HeadStatus::kError) {
         error_ = parser_.errorReason();
         respondLocally(parser_.errorStatus(), parser_.errorReason(), true);
@@ -331,7 +393,6 @@ void ClientConnection::processInput() {
 
 void ClientConnection::beginExchange() {
   routes_ = worker_.routes();
-  route_ = routes_->match(request_.host, request_.path);
   std::string_view client_request_id = acceptableRequestId(request_);
   if (client_request_id.empty()) {
     worker_.newRequestId(request_id_);
@@ -362,57 +423,26 @@ void ClientConnection::beginExchange() {
     openTunnel(port);
     return;
   }
-  if (!route_) {
-    error_ = "no route";
-    respondLocally(404, "no route for this host and path", false);
+  ExchangeDecision decision = decideExchange(worker_, *routes_, request_, tls_ != nullptr);
+  route_ = decision.route;
+  if (decision.kind == ExchangeDecision::Kind::kLocalResponse) {
+    error_ = decision.error;
+    respondLocally(decision.status, decision.detail, false, fieldLines(decision.fields));
     return;
   }
-  AccessContext access{worker_.authConfig(), worker_.keys(), worker_.tokenCache(),
-                       static_cast<int64_t>(worker_.nowUnixMs() / 1000), /*tls=*/false};
-  AccessDecision decision = decideAccess(request_, *route_, access);
-  switch (decision.outcome) {
-    case AccessDecision::Outcome::kAllow: break;
-    case AccessDecision::Outcome::kRedirectWithCookie:
-      // Never a hint of the token in logs or caches: the URL drops it.
-      error_ = "token exchanged for a cookie";
-      respondLocally(302, "", false,
-                     "Location: " + decision.location + "\r\nSet-Cookie: " + decision.set_cookie +
-                         "\r\nCache-Control: no-store\r\n");
-      return;
-    case AccessDecision::Outcome::kUnauthorized:
-      error_ = decision.reason;
-      respondLocally(401, "authentication required", false,
-                     "WWW-Authenticate: Bearer realm=\"spacegate\"\r\n");
-      return;
-    case AccessDecision::Outcome::kLoginRedirect:
-      error_ = decision.reason;
-      respondLocally(302, "", false,
-                     "Location: " + decision.location + "\r\nCache-Control: no-store\r\n");
-      return;
-    case AccessDecision::Outcome::kForbidden:
-      error_ = decision.reason;
-      respondLocally(403, "forbidden", false);
-      return;
-  }
-  drop_authorization_ = decision.strip_authorization;
+  drop_authorization_ = decision.drop_authorization;
   strip_cookie_ = decision.strip_cookie;
+  rewritten_path_ = std::move(decision.rewritten_path);
   route_->stats->open_connections.fetch_add(1, std::memory_order_relaxed);
   route_open_counted_ = true;
   touchRoute();
-  std::string_view path =
-      decision.rewritten_path.empty() ? request_.path : std::string_view(decision.rewritten_path);
-  if (route_->strip_prefix) {
-    rewritten_path_ = RouteTable::stripPrefix(route_->path_prefix, path);
-  } else if (!decision.rewritten_path.empty()) {
-    rewritten_path_ = std::move(decision.rewritten_path);
-  } else {
-    rewritten_path_.clear();
-  }
   timer_.clear();
   state_ = State::kConnecting;
   updateReading();
   upstream_start_ns_ = uv_hrtime();
-  adoptConnecting(worker_.upstreams().acquire(route_->upstream, route_->upstream_text, this));
+  adoptConnecting(
+      worker_.upstreams().acquire(route_->upstream, route_->poolKey(), this, /*fresh=*/false,
+                                  route_->upstream_tls ? &route_->upstream_tls_options : nullptr));
 }
 
 // A connection still connecting is held in upstream_ too, so that closing
@@ -456,7 +486,7 @@ void ClientConnection::openTunnel(uint16_t port) {
     return;
   }
   AccessContext access{worker_.authConfig(), worker_.keys(), worker_.tokenCache(),
-                       static_cast<int64_t>(worker_.nowUnixMs() / 1000), /*tls=*/false};
+                       static_cast<int64_t>(worker_.nowUnixMs() / 1000), tls_ != nullptr};
   TunnelAccessDecision decision = decideTunnelAccess(request_, *route_, port, access);
   bool connect = tunnel_kind_ == TunnelKind::kConnect;
   switch (decision.outcome) {
@@ -520,6 +550,7 @@ void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
   connection.startExchange(request_.method);
   UpstreamRequestContext context;
   context.client_ip = client_ip_;
+  context.scheme = tls_ ? "https" : "http";
   context.request_id = request_id_;
   context.rewritten_path = rewritten_path_;
   context.chunked_body = request_.framing == BodyFraming::kChunked;
@@ -594,8 +625,9 @@ void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, Upstream
         !retried_ && isIdempotent(request_.method) && request_.framing == BodyFraming::kNone) {
       retried_ = true;
       state_ = State::kConnecting;
-      adoptConnecting(worker_.upstreams().acquire(route_->upstream, route_->upstream_text, this,
-                                                  /*fresh=*/true));
+      adoptConnecting(worker_.upstreams().acquire(
+          route_->upstream, route_->poolKey(), this, /*fresh=*/true,
+          route_->upstream_tls ? &route_->upstream_tls_options : nullptr));
       return;
     }
     error_ = upstreamErrorName(error);
@@ -744,6 +776,7 @@ void ClientConnection::onWriteDone(WriteQueue& queue, int status) {
     armTimer(limits_.client_body_timeout_ms);
   }
   if (close_after_flush_ && queue.pendingWrites() == 0) startLingering();
+  if (state_ == State::kHttp2) http2_->onTransportDrained();
   if (state_ == State::kTunnel && splice_wanted_) trySplice();
 }
 
@@ -813,16 +846,8 @@ void ClientConnection::countBytes() {
   }
 }
 
-void ClientConnection::countExchange() {
-  WorkerCounters& counters = worker_.mutableCounters();
-  int status_class = status_ >= 100 && status_ < 600 ? status_ / 100 : 0;
-  WorkerCounters::add(counters.requests_by_class[status_class]);
-  if (route_) route_->stats->countStatus(status_);
-  countBytes();
-}
-
 void ClientConnection::logExchange() {
-  countExchange();
+  countBytes();
   AccessLogEntry entry;
   entry.request_id = request_id_;
   entry.worker = worker_.index();
@@ -830,13 +855,7 @@ void ClientConnection::logExchange() {
   entry.method = request_.method_name;
   entry.host = request_.host;
   entry.path = request_.path.empty() ? request_.target : request_.path;
-  std::string redacted;
-  const std::string& parameter = worker_.authConfig().query_parameter;
-  if (entry.path.find(parameter) != std::string_view::npos) {
-    // A token in the URL never reaches the log.
-    std::string ignored;
-    if (extractQueryParameter(entry.path, parameter, ignored, redacted)) entry.path = redacted;
-  }
+  entry.protocol = request_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
   entry.status = status_;
   entry.bytes_in = bytes_in_;
   entry.bytes_out = bytes_out_;
@@ -845,7 +864,7 @@ void ClientConnection::logExchange() {
   entry.upstream_time = secondsBetween(upstream_start_ns_, upstream_head_ns_);
   entry.total_time = exchange_start_ns_ ? secondsBetween(exchange_start_ns_, uv_hrtime()) : 0;
   entry.error = error_;
-  worker_.accessLog().append(entry);
+  recordExchange(worker_, route_, entry);
 }
 
 void ClientConnection::releaseRouteCounts() {
@@ -1146,7 +1165,12 @@ void ClientConnection::closeAfterFlush() {
   close_after_flush_ = true;
   state_ = State::kLingering;
   timer_.clear();
-  if (writes_.pendingWrites() == 0) startLingering();
+  if (writes_.pendingWrites() == 0) {
+    startLingering();
+  } else {
+    // A client that does not read is not waited for for ever.
+    armTimer(kLingerTimeoutMs);
+  }
 }
 
 void ClientConnection::startLingering() {
@@ -1196,6 +1220,10 @@ void ClientConnection::onWorkerShutdown() {
       break;
     case State::kConnecting:
     case State::kForwarding: close_after_response_ = true; break;
+    case State::kHttp2:
+      // GOAWAY: streams in flight finish, then the connection closes.
+      http2_->shutdownGracefully();
+      break;
     case State::kTunnel:  // left open until the grace period ends
     case State::kLingering:
     case State::kClosed: break;
@@ -1238,6 +1266,7 @@ void ClientConnection::onTimer(void* owner) {
       return;
     }
     case State::kLingering: self->close(); return;
+    case State::kHttp2:  // the session keeps its own timers
     case State::kConnecting:
     case State::kClosed: return;
   }
@@ -1247,6 +1276,9 @@ void ClientConnection::close() {
   if (state_ == State::kClosed) return;
   releaseRouteCounts();
   state_ = State::kClosed;
+  // The session lets go of its streams' upstreams now; it is deleted with
+  // this connection (not here: this may run inside one of its callbacks).
+  if (http2_) http2_->abandon();
   if (splice_) {
     // Its poll handles stop watching the descriptors before they close.
     splice_->close();

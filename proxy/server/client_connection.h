@@ -14,6 +14,7 @@
 
 #include "http/message.h"
 #include "http1/message_parser.h"
+#include "http2/server_session.h"
 #include "net/deadline_timer.h"
 #include "net/inbound_buffer.h"
 #include "net/write_queue.h"
@@ -28,6 +29,7 @@ namespace spacegate {
 class Worker;
 
 class ClientConnection : private WriteQueue::Listener,
+                         private Http2Transport,
                          private Http1MessageParser::BodyHandler,
                          private UpstreamConnection::Owner,
                          private SpliceTunnel::Owner {
@@ -49,6 +51,8 @@ class ClientConnection : private WriteQueue::Listener,
   }
   // The route was deleted or moved to another upstream: end what runs on it.
   void closeForRouteUpdate();
+  // HTTP/2: resets the streams of these retired routes (false: not HTTP/2).
+  bool closeStreamsOfRoutes(const std::vector<RoutePtr>& routes);
 
   size_t worker_slot = 0;  // index in the worker's connection list
 
@@ -60,6 +64,8 @@ class ClientConnection : private WriteQueue::Listener,
     kForwarding,   // upstream attached: request body up, response down
     kTunnel,       // after 101 or CONNECT: bytes both ways (buffered, or spliced
                    // once both sides are quiet); timer: tunnel idle
+    kHttp2,        // an HTTP/2 session (h2 by ALPN, or h2c prior knowledge) owns the
+                   // connection: its streams are the exchanges
     kLingering,    // last response sent, write side shut: discard input until EOF
     kClosed,       // handles closing; deleted when they are closed
   };
@@ -107,7 +113,6 @@ class ClientConnection : private WriteQueue::Listener,
                       std::string_view extra_headers = {});
   void finishExchange();
   void logExchange();
-  void countExchange();
   void countBytes();
   void touchRoute();
   void resetExchange();
@@ -137,7 +142,17 @@ class ClientConnection : private WriteQueue::Listener,
   void startLingering();
   void abort(const char* reason);
   void close();
-  void submitClientWrite();
+  void submitClientWrite() override;
+  // Http2Transport.
+  OutboundWrite& prepareClientWrite() override { return writes_.prepare(); }
+  size_t clientQueuedBytes() const override { return writes_.queuedBytes(); }
+  void closeAfterSessionEnd() override { closeAfterFlush(); }
+  std::string_view clientIp() const override { return client_ip_; }
+  bool transportIsTls() const override { return tls_ != nullptr; }
+  // Hands the connection to an HTTP/2 session (after ALPN h2, or the h2c
+  // preface); bytes already read are its first input.
+  void startHttp2();
+  void feedHttp2();
   void setReading(bool reading);
   void updateReading();
   void armTimer(uint64_t milliseconds);
@@ -146,7 +161,9 @@ class ClientConnection : private WriteQueue::Listener,
   Worker& worker_;
   const Limits& limits_;
   uv_tcp_t socket_;
-  std::unique_ptr<TlsConnection> tls_;  // TLS listeners only
+  std::unique_ptr<TlsConnection> tls_;         // TLS listeners only
+  std::unique_ptr<Http2ServerSession> http2_;  // kHttp2 only
+  bool first_request_ = true;                  // HTTP/2 prior knowledge is only valid first
   DeadlineTimer timer_;
   uv_shutdown_t shutdown_request_;
   int open_handles_ = 0;

@@ -206,6 +206,7 @@ void Worker::closeRetired(const std::vector<RoutePtr>& routes) {
   }
   std::vector<ClientConnection*> connections = connections_;
   for (ClientConnection* connection : connections) {
+    if (connection->closeStreamsOfRoutes(routes)) continue;  // HTTP/2: per stream
     const Route* route = connection->route();
     if (!route) continue;
     for (const RoutePtr& retired : routes) {

@@ -60,6 +60,7 @@ class Worker {
   unsigned index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
   const Limits& limits() const { return config_.limits; }
+  const Http2Limits& http2Limits() const { return config_.http2; }
   BufferPool& buffers() { return buffers_; }
   WriteRecordPool& writes() { return writes_; }
   PipePool& pipes() { return pipes_; }

@@ -1,6 +1,8 @@
 #include "tls/tls_connection.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 namespace spacegate {
 
@@ -12,6 +14,40 @@ TlsConnection::TlsConnection(std::shared_ptr<const TlsContextSet> contexts)
   BIO_set_mem_eof_return(input_, -1);
   SSL_set_bio(ssl_.get(), input_, output_);
   SSL_set_accept_state(ssl_.get());
+}
+
+TlsConnection::TlsConnection(SSL_CTX* client_context, const std::string& server_name, bool verify)
+    : ssl_(SSL_new(client_context)) {
+  input_ = BIO_new(BIO_s_mem());
+  output_ = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(input_, -1);
+  SSL_set_bio(ssl_.get(), input_, output_);
+  SSL_set_connect_state(ssl_.get());
+  in_addr ipv4;
+  in6_addr ipv6;
+  bool is_ip = inet_pton(AF_INET, server_name.c_str(), &ipv4) == 1 ||
+               inet_pton(AF_INET6, server_name.c_str(), &ipv6) == 1;
+  // SNI carries host names only (RFC 6066 3).
+  if (!is_ip && !server_name.empty()) SSL_set_tlsext_host_name(ssl_.get(), server_name.c_str());
+  if (verify) {
+    X509_VERIFY_PARAM* parameters = SSL_get0_param(ssl_.get());
+    if (is_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(parameters, server_name.c_str());
+    } else {
+      X509_VERIFY_PARAM_set1_host(parameters, server_name.c_str(), server_name.size());
+    }
+    SSL_set_verify(ssl_.get(), SSL_VERIFY_PEER, nullptr);
+  } else {
+    SSL_set_verify(ssl_.get(), SSL_VERIFY_NONE, nullptr);
+  }
+  static const uint8_t kAlpn[] = "\x08http/1.1";
+  SSL_set_alpn_protos(ssl_.get(), kAlpn, sizeof kAlpn - 1);
+}
+
+std::string TlsConnection::verifyFailure() const {
+  long result = SSL_get_verify_result(ssl_.get());
+  if (result == X509_V_OK) return "";
+  return X509_verify_cert_error_string(result);
 }
 
 TlsConnection::~TlsConnection() = default;

@@ -17,7 +17,12 @@ namespace spacegate {
 
 class TlsConnection : public WriteEncryptor {
  public:
+  // The server side of a client's connection (TLS listeners).
   explicit TlsConnection(std::shared_ptr<const TlsContextSet> contexts);
+  // The client side of a connection to an upstream: SNI `server_name`, and
+  // with `verify` the certificate must chain to `context`'s trust and carry
+  // that name (or IP address).
+  TlsConnection(SSL_CTX* client_context, const std::string& server_name, bool verify);
   ~TlsConnection();
   TlsConnection(const TlsConnection&) = delete;
   TlsConnection& operator=(const TlsConnection&) = delete;
@@ -49,6 +54,8 @@ class TlsConnection : public WriteEncryptor {
   // Why the last read failed (for the log).
   const char* failure() const { return failure_; }
   bool resumed() const;
+  // Why the peer's certificate was refused ("certificate has expired"), or "".
+  std::string verifyFailure() const;
 
  private:
   std::shared_ptr<const TlsContextSet> contexts_;  // the SNI callback's set

@@ -213,8 +213,7 @@ int TlsContextSet::onAlpnSelect(SSL*, const uint8_t** out, uint8_t* out_length, 
                                 unsigned in_length, void*) {
   // The gateway's preference wins: h2, then http/1.1; neither offered: no ALPN
   // (the connection speaks HTTP/1.1).
-  // TODO(issue 10): h2 is offered once the HTTP/2 codec is wired in.
-  for (std::string_view wanted : {kAlpnHttp11}) {
+  for (std::string_view wanted : {kAlpnHttp2, kAlpnHttp11}) {
     unsigned offset = 0;
     while (offset < in_length) {
       unsigned length = in[offset];

@@ -33,8 +33,13 @@ void UpstreamConnection::armTimer(uint64_t milliseconds) {
   timer_.set(milliseconds);
 }
 
-void UpstreamConnection::start(const SocketAddress& address) {
+void UpstreamConnection::start(const SocketAddress& address, const UpstreamTlsOptions* tls) {
   armTimer(limits_.upstream_connect_timeout_ms);
+  if (tls) {
+    wants_tls_ = true;
+    tls_options_ = *tls;
+    if (tls_options_.server_name.empty()) tls_options_.server_name = address.host;
+  }
   switch (address.kind) {
     case SocketAddress::Kind::kIp: connectTo(address.ip, address.port); return;
     case SocketAddress::Kind::kUnix: {
@@ -107,12 +112,96 @@ void UpstreamConnection::onConnect(uv_connect_t* request, int status) {
     self->fail(UpstreamError::kConnectFailed);
     return;
   }
-  self->timer_.clear();
   self->writes_.attach(self->stream());
+  if (self->wants_tls_) {
+    self->startTls();
+    return;
+  }
+  self->timer_.clear();
   self->state_ = State::kActive;
   self->reading_ = true;
   uv_read_start(self->stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
   if (self->owner_) self->owner_->onUpstreamReady(*self);
+}
+
+void UpstreamConnection::startTls() {
+  std::string error;
+  SSL_CTX* context = pool_.tlsContexts().context(tls_options_.ca_file, tls_options_.verify, error);
+  if (!context) {
+    logEvent(LogLevel::kWarning, "upstream TLS unavailable")
+        .with("upstream", key_)
+        .with("error", error)
+        .emit();
+    fail(UpstreamError::kConnectFailed);
+    return;
+  }
+  tls_ = std::make_unique<TlsConnection>(context, tls_options_.server_name, tls_options_.verify);
+  writes_.encryptWith(tls_.get(), &pool_.buffers());
+  // Still kConnecting, under the connect timer, until the handshake is done.
+  reading_ = true;
+  uv_read_start(stream(), &UpstreamConnection::onAllocate, &UpstreamConnection::onRead);
+  size_t produced = 0;
+  tls_->read(nullptr, 0, produced);  // queues the ClientHello
+  if (writes_.flushEncryptorOutput() != 0) fail(UpstreamError::kConnectFailed);
+}
+
+void UpstreamConnection::handleCipherText(const char* data, size_t size) {
+  if (state_ == State::kIdle) {
+    // TLS 1.3 sends session tickets after the handshake; anything else on an
+    // idle connection (data, an alert, close_notify) ends it.
+    tls_->feed(data, size);
+    char byte;
+    size_t produced = 0;
+    TlsConnection::ReadResult result = tls_->read(&byte, 1, produced);
+    if (produced > 0 || result != TlsConnection::ReadResult::kWantMore) {
+      pool_.forgetIdle(this);
+      close();
+    }
+    return;
+  }
+  tls_->feed(data, size);
+  bool was_connecting = state_ == State::kConnecting;
+  size_t plaintext = 0;
+  TlsConnection::ReadResult result;
+  for (;;) {
+    uv_buf_t space = inbound_.prepareRead();
+    size_t produced = 0;
+    result = tls_->read(space.base, space.len, produced);
+    if (produced > 0) {
+      inbound_.commit(produced);
+      plaintext += produced;
+    }
+    if (result != TlsConnection::ReadResult::kData || space.len == 0) break;
+  }
+  if (tls_->pendingOutput() > 0 && writes_.flushEncryptorOutput() != 0) {
+    result = TlsConnection::ReadResult::kError;
+  }
+  if (result == TlsConnection::ReadResult::kError) {
+    if (was_connecting) {
+      std::string reason = tls_->verifyFailure();
+      logEvent(LogLevel::kWarning, "upstream TLS handshake failed")
+          .with("upstream", key_)
+          .with("error", reason.empty() ? std::string(tls_->failure()) : reason)
+          .emit();
+      fail(UpstreamError::kConnectFailed);
+      return;
+    }
+    handleEnd(UV_EPROTO);
+    return;
+  }
+  if (was_connecting) {
+    if (!tls_->handshakeDone()) {
+      if (result == TlsConnection::ReadResult::kClosed) fail(UpstreamError::kConnectFailed);
+      return;
+    }
+    timer_.clear();
+    state_ = State::kActive;
+    if (owner_) owner_->onUpstreamReady(*this);
+    if (state_ == State::kClosed) return;
+  }
+  if (plaintext > 0) handlePlaintext();
+  if (state_ == State::kClosed) return;
+  if (result == TlsConnection::ReadResult::kClosed) handleEnd(UV_EOF);
 }
 
 void UpstreamConnection::startExchange(uint8_t method) {
@@ -220,12 +309,20 @@ void UpstreamConnection::onAllocate(uv_handle_t* handle, size_t, uv_buf_t* buffe
     *buffer = uv_buf_init(self->pool_.idleScratch(), 64);
     return;
   }
+  if (self->tls_) {
+    *buffer = uv_buf_init(self->pool_.cipherReadBuffer(), UpstreamPool::kCipherReadBufferSize);
+    return;
+  }
   *buffer = self->inbound_.prepareRead();
 }
 
-void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer) {
   auto* self = static_cast<UpstreamConnection*>(stream->data);
   if (nread == 0) return;
+  if (nread > 0 && self->tls_) {
+    self->handleCipherText(buffer->base, static_cast<size_t>(nread));
+    return;
+  }
   if (self->state_ == State::kIdle) {
     // EOF, an error, or unsolicited bytes on an idle connection: close it.
     self->pool_.forgetIdle(self);
@@ -233,6 +330,16 @@ void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf
     return;
   }
   if (nread < 0) {
+    self->handleEnd(nread);
+    return;
+  }
+  self->inbound_.commit(static_cast<size_t>(nread));
+  self->handlePlaintext();
+}
+
+void UpstreamConnection::handleEnd(ssize_t nread) {
+  UpstreamConnection* self = this;
+  {
     if (self->state_ == State::kTunnel) {
       Owner* owner = self->owner_;
       self->pauseReading();
@@ -254,7 +361,10 @@ void UpstreamConnection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf
     self->fail(UpstreamError::kClosedEarly);
     return;
   }
-  self->inbound_.commit(static_cast<size_t>(nread));
+}
+
+void UpstreamConnection::handlePlaintext() {
+  UpstreamConnection* self = this;
   self->response_byte_seen_ = true;
   if (self->state_ == State::kTunnel) {
     BufferSlice slice = self->inbound_.slice(self->inbound_.data(), self->inbound_.size());

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@
 #include "net/inbound_buffer.h"
 #include "net/socket_address.h"
 #include "net/write_queue.h"
+#include "tls/tls_config.h"
+#include "tls/tls_connection.h"
 
 namespace spacegate {
 
@@ -62,7 +65,9 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
 
   // Resolves (host names, through the worker's DnsResolver) and connects.
   // The connect timeout covers both. Reports onUpstreamReady or onUpstreamFailed.
-  void start(const SocketAddress& address);
+  // With `tls`, a TLS handshake follows the connect (both under the
+  // connect timeout) before the owner hears onUpstreamReady.
+  void start(const SocketAddress& address, const UpstreamTlsOptions* tls = nullptr);
   void setOwner(Owner* owner) { owner_ = owner; }
   Owner* owner() const { return owner_; }
   const std::string& key() const { return key_; }
@@ -117,6 +122,13 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   static void onConnect(uv_connect_t* request, int status);
   static void onAllocate(uv_handle_t* handle, size_t suggested, uv_buf_t* buffer);
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer);
+  // Plaintext bytes were added to inbound_.
+  void handlePlaintext();
+  // The upstream's end of the stream (EOF or an error).
+  void handleEnd(ssize_t nread);
+  // TLS: ciphertext read from the socket (the handshake, or records).
+  void handleCipherText(const char* data, size_t size);
+  void startTls();
   static void onTimer(void* owner);
   static void onShutdown(uv_shutdown_t* request, int status);
   static void onClosed(uv_handle_t* handle);
@@ -136,6 +148,9 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
 
   UpstreamPool& pool_;
   std::string key_;
+  bool wants_tls_ = false;
+  UpstreamTlsOptions tls_options_;      // with wants_tls_; server_name filled in
+  std::unique_ptr<TlsConnection> tls_;  // from the connect on
   const Limits& limits_;
   Owner* owner_ = nullptr;
   State state_ = State::kResolving;

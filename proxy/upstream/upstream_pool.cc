@@ -18,7 +18,8 @@ UpstreamPool::UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool
 UpstreamPool::~UpstreamPool() = default;
 
 UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address, std::string_view key,
-                                          UpstreamConnection::Owner* owner, bool fresh) {
+                                          UpstreamConnection::Owner* owner, bool fresh,
+                                          const UpstreamTlsOptions* tls) {
   if (!fresh) {
     auto found = idle_.find(key);
     if (found != idle_.end() && !found->second.empty()) {
@@ -35,7 +36,7 @@ UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address, std::str
   WorkerCounters::add(counters_.upstream_pool_misses);
   WorkerCounters::add(counters_.upstream_connections_open, 1);
   connection->setOwner(owner);
-  connection->start(address);
+  connection->start(address, tls);
   return connection;
 }
 

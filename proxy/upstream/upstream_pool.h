@@ -5,6 +5,8 @@
 // still open on the other side.
 #pragma once
 
+#include <memory>
+
 #include <uv.h>
 
 #include <cstdint>
@@ -18,6 +20,7 @@
 #include "net/socket_address.h"
 #include "net/write_queue.h"
 #include "server/worker_counters.h"
+#include "tls/upstream_tls_contexts.h"
 #include "upstream/upstream_connection.h"
 
 namespace spacegate {
@@ -33,8 +36,10 @@ class UpstreamPool {
   // onUpstreamReady runs before this returns) unless `fresh` is set, else a
   // new one that reports later.
   // `key` names the upstream (the route's upstream text) for reuse.
+  // `tls`: TLS to the upstream (the route's options; they are part of `key`).
   UpstreamConnection* acquire(const SocketAddress& address, std::string_view key,
-                              UpstreamConnection::Owner* owner, bool fresh = false);
+                              UpstreamConnection::Owner* owner, bool fresh = false,
+                              const UpstreamTlsOptions* tls = nullptr);
   // Hands a connection back after its exchange. Not `reusable`: closed.
   void release(UpstreamConnection* connection, bool reusable);
   // Called by an idle connection that closed (upstream hung up, idle timeout).
@@ -50,12 +55,18 @@ class UpstreamPool {
   DnsResolver& dns() { return dns_; }
   // Scratch space for idle connections' reads: any byte there is an error.
   char* idleScratch() { return idle_scratch_; }
+  // Where TLS connections read ciphertext (fed to BoringSSL at once).
+  static constexpr size_t kCipherReadBufferSize = 64 * 1024;
+  char* cipherReadBuffer() { return cipher_read_buffer_.get(); }
+  UpstreamTlsContexts& tlsContexts() { return tls_contexts_; }
 
   size_t idleConnections() const;
   void connectionDestroyed() { WorkerCounters::add(counters_.upstream_connections_open, -1); }
 
  private:
   uv_loop_t* loop_;
+  std::unique_ptr<char[]> cipher_read_buffer_{new char[kCipherReadBufferSize]};
+  UpstreamTlsContexts tls_contexts_;
   BufferPool& buffers_;
   WriteRecordPool& writes_;
   DnsResolver& dns_;
