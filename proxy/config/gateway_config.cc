@@ -35,7 +35,8 @@ bool parseDuration(const std::string& text, uint64_t& milliseconds) {
   return true;
 }
 
-bool hasTlsListener(const GatewayConfig& config) {
+bool needsTlsCertificates(const GatewayConfig& config) {
+  if (config.control.tls) return true;
   for (const ListenerConfig& listener : config.listeners) {
     if (listener.tls) return true;
   }
@@ -202,10 +203,6 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
       }
     }
   }
-  if (hasTlsListener(config) && config.tls.certificates.empty()) {
-    return rejectField(error, "tls.certificates",
-                       "a listener has \"tls\": true but no certificate is configured");
-  }
   if (auto pool = root.find("upstream_pool"); pool != root.end()) {
     if (!checkKeys(*pool, "upstream_pool", {"idle_connections", "idle_timeout"}, error) ||
         !readCount(*pool, "idle_connections", "upstream_pool",
@@ -225,8 +222,9 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
     ControlConfig& out = config.control;
     if (!checkKeys(*control, "control",
                    {"socket", "address", "token_file", "max_body_size", "route_limit",
-                    "route_close_grace"},
+                    "route_close_grace", "tls"},
                    error) ||
+        !readBool(*control, "tls", "control", out.tls, error) ||
         !readCount(*control, "max_body_size", "control", out.max_body_size, 1024, 1ull << 32,
                    error) ||
         !readCount(*control, "route_limit", "control", out.route_limit, 1, 100'000'000, error) ||
@@ -259,6 +257,18 @@ bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, Valid
                            "a TCP control address needs control.token_file");
       }
     }
+  }
+  // After both the listeners and the control section are known.
+  if (config.control.tls && config.control.address.empty()) {
+    return rejectField(error, "control.tls", "TLS applies to control.address (TCP)");
+  }
+  if (config.control.tls && config.tls.certificates.empty()) {
+    return rejectField(error, "tls.certificates",
+                       "control.tls needs a certificate in the tls: section");
+  }
+  if (needsTlsCertificates(config) && config.tls.certificates.empty()) {
+    return rejectField(error, "tls.certificates",
+                       "a listener has \"tls\": true but no certificate is configured");
   }
   if (auto auth = root.find("auth"); auth != root.end()) {
     if (!checkKeys(*auth, "auth", {"public_keys", "login_url", "cookie_name"}, error)) return false;

@@ -23,6 +23,7 @@ struct ControlConfig {
   std::string socket;   // unix socket path; empty: none
   std::string address;  // TCP "host:port"; empty: none (needs token_file)
   SocketAddress tcp_address;
+  bool tls = false;        // TCP with TLS (the tls: section's certificates)
   std::string token_file;  // bearer token for TCP, one line
   uint64_t max_body_size = 256u << 20;
   uint64_t route_limit = 1'000'000;
@@ -54,8 +55,8 @@ struct GatewayConfig {
 };
 
 // Validates and applies a parsed config document over the defaults.
-// True when a listener terminates TLS.
-bool hasTlsListener(const GatewayConfig& config);
+// True when a listener, or the TCP control API, terminates TLS.
+bool needsTlsCertificates(const GatewayConfig& config);
 
 bool parseGatewayConfig(const nlohmann::json& root, GatewayConfig& config, ValidationError& error);
 

@@ -11,6 +11,7 @@ ServiceServerConfig serviceConfig(const ControlServerConfig& config) {
   service.tcp_enabled = config.tcp_enabled;
   service.tcp_address = config.tcp_address;
   service.max_body_size = config.max_body_size;
+  service.tls = config.tls;
   return service;
 }
 

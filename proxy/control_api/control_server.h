@@ -19,7 +19,8 @@ struct ControlServerConfig {
   std::string socket_path;  // empty: no unix socket
   bool tcp_enabled = false;
   SocketAddress tcp_address;
-  std::string token;  // required with TCP
+  std::string token;                         // required with TCP
+  const TlsContextPublisher* tls = nullptr;  // TLS on TCP (the gateway's certificates)
   size_t max_body_size = 256u << 20;
 };
 

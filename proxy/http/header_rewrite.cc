@@ -137,19 +137,9 @@ std::string_view acceptableRequestId(const RequestHead& request) {
   return field->value;
 }
 
-void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestContext& context,
-                              OutboundWrite& out) {
-  out.hold(request.storage);
+void forEachUpstreamRequestField(const RequestHead& request, const UpstreamRequestContext& context,
+                                 UpstreamFieldSink& sink) {
   bool origin_form = !request.target.empty() && request.target.front() == '/';
-  bool path_unchanged = context.rewritten_path.empty();
-  if (origin_form && path_unchanged && request.version_major == 1 && request.version_minor == 1) {
-    out.appendView(request.raw_first_line);
-  } else {
-    out.appendGenerated(request.method_name);
-    out.appendGenerated(" ");
-    out.appendGenerated(path_unchanged ? request.path : context.rewritten_path);
-    out.appendGenerated(" HTTP/1.1\r\n");
-  }
   ConnectionListedNames listed(request.headers);
   bool absolute_form = !origin_form && !request.is_connect && request.path != "*";
   std::string forwarded_for;
@@ -169,18 +159,14 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
             !findCookieInValue(field.value, context.remove_cookie).empty()) {
           // The gateway's cookie never reaches the Gitspace; the others do.
           std::string rest = removeCookie(field.value, context.remove_cookie);
-          if (!rest.empty()) {
-            out.appendGenerated("Cookie: ");
-            out.appendGenerated(rest);
-            out.appendGenerated("\r\n");
-          }
+          if (!rest.empty()) sink.generated("Cookie", rest);
           break;
         }
-        out.appendView(field.raw_line);
+        sink.field(field);
         break;
-      case FieldRole::kFraming: out.appendView(field.raw_line); break;
+      case FieldRole::kFraming: sink.field(field); break;
       case FieldRole::kUpgrade:
-        if (request.upgrade) out.appendView(field.raw_line);
+        if (request.upgrade) sink.field(field);
         break;
       case FieldRole::kTe:
         forEachListToken(field.value, [&](std::string_view token) {
@@ -195,29 +181,54 @@ void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestC
       case FieldRole::kReplacedByGateway: break;
     }
   }
-  if (absolute_form) {
-    out.appendGenerated("Host: ");
-    out.appendGenerated(request.host);
-    out.appendGenerated("\r\n");
+  if (absolute_form) sink.generated("Host", request.host);
+  if (context.chunked_body) sink.generated("Transfer-Encoding", "chunked");
+  if (keep_te_trailers) sink.generated("TE", "trailers");
+  if (request.upgrade) sink.generated("Connection", "upgrade");
+  if (!forwarded_for.empty()) forwarded_for.append(", ");
+  forwarded_for.append(context.client_ip);
+  sink.generated("X-Forwarded-For", forwarded_for);
+  sink.generated("X-Forwarded-Proto", context.scheme);
+  if (!request.host.empty()) sink.generated("X-Forwarded-Host", request.host);
+  sink.generated("X-Request-Id", context.request_id);
+}
+
+namespace {
+
+// HTTP/1.1 field lines: unchanged ones as views into the received head.
+class Http1FieldWriter : public UpstreamFieldSink {
+ public:
+  explicit Http1FieldWriter(OutboundWrite& out) : out_(out) {}
+  void field(const HeaderField& field) override { out_.appendView(field.raw_line); }
+  void generated(std::string_view name, std::string_view value) override {
+    out_.appendGenerated(name);
+    out_.appendGenerated(": ");
+    out_.appendGenerated(value);
+    out_.appendGenerated("\r\n");
   }
-  if (context.chunked_body) out.appendGenerated("Transfer-Encoding: chunked\r\n");
-  if (keep_te_trailers) out.appendGenerated("TE: trailers\r\n");
-  if (request.upgrade) out.appendGenerated("Connection: upgrade\r\n");
-  out.appendGenerated("X-Forwarded-For: ");
-  if (!forwarded_for.empty()) {
-    out.appendGenerated(forwarded_for);
-    out.appendGenerated(", ");
+
+ private:
+  OutboundWrite& out_;
+};
+
+}  // namespace
+
+void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestContext& context,
+                              OutboundWrite& out) {
+  out.hold(request.storage);
+  bool origin_form = !request.target.empty() && request.target.front() == '/';
+  bool path_unchanged = context.rewritten_path.empty();
+  if (origin_form && path_unchanged && request.version_major == 1 && request.version_minor == 1) {
+    out.appendView(request.raw_first_line);
+  } else {
+    out.appendGenerated(request.method_name);
+    out.appendGenerated(" ");
+    out.appendGenerated(path_unchanged ? request.path : context.rewritten_path);
+    out.appendGenerated(" HTTP/1.1\r\n");
   }
-  out.appendGenerated(context.client_ip);
-  out.appendGenerated("\r\nX-Forwarded-Proto: ");
-  out.appendGenerated(context.scheme);
-  if (!request.host.empty()) {
-    out.appendGenerated("\r\nX-Forwarded-Host: ");
-    out.appendGenerated(request.host);
-  }
-  out.appendGenerated("\r\nX-Request-Id: ");
-  out.appendGenerated(context.request_id);
-  out.appendGenerated("\r\n\r\n");
+  Http1FieldWriter writer(out);
+  forEachUpstreamRequestField(request, context, writer);
+  out.appendGenerated("\r\n");
 }
 
 void writeClientResponseHead(const ResponseHead& response, const ClientResponseContext& context,
@@ -305,7 +316,7 @@ std::string_view statusReason(int status) {
 
 void writeErrorResponse(int status, std::string_view detail, bool close_connection,
                         std::string_view request_id, OutboundWrite& out,
-                        std::string_view extra_headers) {
+                        std::string_view extra_headers, bool head_request) {
   char number[4];
   std::to_chars(number, number + 3, status);
   std::string_view code(number, 3);
@@ -328,6 +339,7 @@ void writeErrorResponse(int status, std::string_view detail, bool close_connecti
   out.appendGenerated("\r\n");
   out.appendGenerated(extra_headers);
   out.appendGenerated(close_connection ? "Connection: close\r\n\r\n" : "\r\n");
+  if (head_request) return;
   out.appendGenerated(code);
   out.appendGenerated(" ");
   out.appendGenerated(reason);

@@ -31,6 +31,22 @@ struct UpstreamRequestContext {
   std::string_view remove_cookie;
 };
 
+// Receives the fields to send upstream, in order: those forwarded as they
+// arrived (the HTTP/1.1 writer sends their raw lines), and those the
+// gateway makes (X-Forwarded-*, X-Request-Id, a rewritten Cookie, framing).
+class UpstreamFieldSink {
+ public:
+  virtual ~UpstreamFieldSink() = default;
+  virtual void field(const HeaderField& field) = 0;
+  virtual void generated(std::string_view name, std::string_view value) = 0;
+};
+
+// The upstream request's fields, for any upstream codec: hop-by-hop fields
+// removed, the gateway's credentials and cookie taken out, X-Forwarded-*
+// and X-Request-Id added.
+void forEachUpstreamRequestField(const RequestHead& request, const UpstreamRequestContext& context,
+                                 UpstreamFieldSink& sink);
+
 // Writes the request line and header block to send upstream (HTTP/1.1).
 void writeUpstreamRequestHead(const RequestHead& request, const UpstreamRequestContext& context,
                               OutboundWrite& out);
@@ -61,10 +77,11 @@ std::string_view acceptableRequestId(const RequestHead& request);
 
 // Appends a short plain-text error response ("404 Not Found", a one-line
 // reason) and whether the connection closes after it. `extra_headers` are
-// complete field lines ("Location: /x\r\n").
+// complete field lines ("Location: /x\r\n"). An answer to HEAD has the
+// body's length but not the body (RFC 9110 9.3.2).
 void writeErrorResponse(int status, std::string_view detail, bool close_connection,
                         std::string_view request_id, OutboundWrite& out,
-                        std::string_view extra_headers = {});
+                        std::string_view extra_headers = {}, bool head_request = false);
 
 // Reason phrase for a status code ("Not Found"), or "" if unknown.
 std::string_view statusReason(int status);

@@ -1,6 +1,20 @@
 #include "http/message.h"
 
+#include <llhttp.h>
+
 namespace spacegate {
+
+bool isIdempotentMethod(uint8_t method) {
+  switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: return true;
+    default: return false;
+  }
+}
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);

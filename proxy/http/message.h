@@ -22,6 +22,10 @@ struct HeaderField {
 
 using HeaderList = std::vector<HeaderField>;
 
+// Methods a client may repeat with the same effect (RFC 9110 9.2.2): the
+// gateway retries them once on a pooled connection the upstream had closed.
+bool isIdempotentMethod(uint8_t method);
+
 // Case-insensitive ASCII comparison for header names and tokens.
 bool equalsIgnoringCase(std::string_view a, std::string_view b);
 // The text without leading and trailing spaces and tabs (HTTP's OWS).

@@ -108,6 +108,11 @@ bool Http2ServerSession::start() {
 
 bool Http2ServerSession::receive(const SlabRef& slab, const char* data, size_t size) {
   if (ended_ || abandoned_) return false;
+  if (!nghttp2_session_want_read(session_)) {
+    // GOAWAY queued: nothing more from this client is read.
+    flush();
+    return !ended_;
+  }
   last_activity_ms_ = uv_now(worker_.loop());
   input_slab_ = &slab;
   input_begin_ = data;
@@ -169,13 +174,14 @@ void Http2ServerSession::onTransportDrained() {
 
 void Http2ServerSession::terminate(uint32_t error_code, const char* reason) {
   if (ended_ || abandoned_) return;
-  WorkerCounters& counters = worker_.mutableCounters();
-  if (error_code == NGHTTP2_ENHANCE_YOUR_CALM) WorkerCounters::add(counters.http2_flood_closes);
+  // A GOAWAY already queued (by nghttp2, or by the reset budget) stays the
+  // only one: a second would name a later last stream (RFC 9113 6.8).
+  bool goaway_queued = !nghttp2_session_want_read(session_);
   logEvent(LogLevel::kInfo, "HTTP/2 connection ended by the gateway")
       .with("client", transport_.clientIp())
       .with("reason", reason)
       .emit();
-  nghttp2_session_terminate_session(session_, error_code);
+  if (!goaway_queued) nghttp2_session_terminate_session(session_, error_code);
   // The GOAWAY goes out if the socket takes it; the client is cut either way.
   flushing_ = true;
   nghttp2_session_send(session_);
@@ -244,8 +250,9 @@ void Http2ServerSession::reap() {
   for (Http2Stream* stream : retired) delete stream;
 }
 
-void Http2ServerSession::resetStream(int32_t stream_id, uint32_t error_code) {
+void Http2ServerSession::resetStream(int32_t stream_id, uint32_t error_code, bool client_caused) {
   if (!session_ || ended_ || abandoned_) return;
+  if (!client_caused) uncounted_resets_.push_back(stream_id);
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
 }
 
@@ -276,6 +283,10 @@ void Http2ServerSession::onHousekeeping(uv_timer_t* timer) {
   }
   if (!self->streams_.empty()) self->last_activity_ms_ = now;
   self->checkStalledStreams(now);
+  if (self->abandoned_ || self->ended_) return;
+  std::vector<Http2Stream*> streams = self->streams_;
+  for (Http2Stream* stream : streams) stream->checkDeadlines(now);
+  self->flush();
 }
 
 void Http2ServerSession::checkStalledStreams(uint64_t now_ms) {
@@ -332,6 +343,10 @@ int Http2ServerSession::onBeginHeaders(nghttp2_session* session, const nghttp2_f
   Http2ServerSession* self = sessionOf(user_data);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   if (self->going_away_) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  // nghttp2 has queued a GOAWAY of its own (its Rapid Reset limit) but goes
+  // on with the rest of the read: streams past it are not begun, so none
+  // is answered or forwarded after the client was told it was not.
+  if (!nghttp2_session_want_read(session)) return 0;
   auto* stream = new Http2Stream(*self, frame->hd.stream_id);
   self->streams_.push_back(stream);
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, stream);
@@ -409,12 +424,21 @@ int Http2ServerSession::onFrameSent(nghttp2_session*, const nghttp2_frame* frame
   }
   if (frame->hd.type == NGHTTP2_GOAWAY) {
     WorkerCounters::add(counters.http2_goaway_sent);
+    // Cut off for abuse: the gateway's limits (ENHANCE_YOUR_CALM) or
+    // nghttp2's Rapid Reset limit (INTERNAL_ERROR).
+    uint32_t code = frame->goaway.error_code;
+    if (code == NGHTTP2_ENHANCE_YOUR_CALM || code == NGHTTP2_INTERNAL_ERROR) {
+      WorkerCounters::add(counters.http2_flood_closes);
+    }
   } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
     WorkerCounters::add(counters.http2_streams_reset);
     // Resets the gateway sends on the client's account (MadeYouReset).
-    if (!self->sent_resets_.spend(uv_now(self->worker_.loop())) && !self->ended_) {
+    auto uncounted = std::find(self->uncounted_resets_.begin(), self->uncounted_resets_.end(),
+                               frame->hd.stream_id);
+    if (uncounted != self->uncounted_resets_.end()) {
+      self->uncounted_resets_.erase(uncounted);
+    } else if (!self->sent_resets_.spend(uv_now(self->worker_.loop())) && !self->ended_) {
       self->going_away_ = true;
-      WorkerCounters::add(counters.http2_flood_closes);
       logEvent(LogLevel::kInfo, "HTTP/2 connection ended: too many stream resets")
           .with("client", self->transport_.clientIp())
           .emit();

@@ -79,8 +79,10 @@ class Http2ServerSession {
   const Http2Limits& limits() const { return limits_; }
   // A stream is done (its nghttp2 stream closed): deleted at a safe point.
   void retire(Http2Stream* stream);
-  // The gateway resets a stream (counted against the reset budget).
-  void resetStream(int32_t stream_id, uint32_t error_code);
+  // The gateway resets a stream. `client_caused` resets (invalid frames,
+  // limits, stalls) draw on the reset budget; the gateway's own (a route
+  // retired, an upstream failed, a WebSocket idle) do not.
+  void resetStream(int32_t stream_id, uint32_t error_code, bool client_caused = true);
   // Gives `size` bytes of a stream's (or a dropped stream's) window back.
   void consume(int32_t stream_id, size_t size);
   // Ends the session: GOAWAY with `error_code`, then close.
@@ -117,6 +119,7 @@ class Http2ServerSession {
   std::vector<Http2Stream*> streams_;  // open streams
   std::vector<Http2Stream*> retired_;  // closed, waiting for a safe point
   ResetBudget sent_resets_;
+  std::vector<int32_t> uncounted_resets_;     // streams reset on the gateway's account
   uv_timer_t* housekeeping_timer_ = nullptr;  // idle, zero-window stalls
   uv_timer_t* reap_timer_ = nullptr;
   // The received bytes being processed (for zero-copy body slices).

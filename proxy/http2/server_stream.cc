@@ -130,6 +130,7 @@ int Http2Stream::onHeader(std::string_view name, std::string_view value, bool tr
 
 void Http2Stream::onHeadersComplete(bool end_stream) {
   start_ns_ = uv_hrtime();
+  last_activity_ms_ = uv_now(session_.worker().loop());
   request_ended_ = end_stream;
   if (header_error_) {
     respondLocally(header_error_, header_error_reason_, header_error_reason_);
@@ -166,10 +167,18 @@ bool Http2Stream::buildRequest() {
   }
   // The head the HTTP/1.1 codec would have made: "name: value\r\n" lines in
   // a slab, with the fields HTTP/2 carries elsewhere added back.
+  // :authority is the request's host (RFC 9113 8.3.1): a Host field that
+  // says otherwise must not reach the upstream, which would route by it.
   bool has_host = false;
-  for (const FieldSpan& span : fields_) {
-    if (std::string_view(head_text_).substr(span.name_offset, span.name_size) == "host") {
-      has_host = true;
+  if (!authority_.empty()) {
+    std::erase_if(fields_, [&](const FieldSpan& span) {
+      return std::string_view(head_text_).substr(span.name_offset, span.name_size) == "host";
+    });
+  } else {
+    for (const FieldSpan& span : fields_) {
+      if (std::string_view(head_text_).substr(span.name_offset, span.name_size) == "host") {
+        has_host = true;
+      }
     }
   }
   auto addField = [&](std::string_view name, std::string_view value) {
@@ -257,6 +266,13 @@ void Http2Stream::beginExchange() {
   } else {
     request_id_.assign(client_request_id);
   }
+  if (request_.path.starts_with("/.spacegate/tunnel/")) {
+    // The gateway's own path, never forwarded; its WebSocket tunnels are
+    // HTTP/1.1 upgrades (docs/tunnels.md).
+    respondLocally(501, "the tunnel endpoint takes an HTTP/1.1 WebSocket upgrade",
+                   "tunnel endpoint over HTTP/2");
+    return;
+  }
   ExchangeDecision decision =
       decideExchange(worker, *routes_, request_, session_.transport().transportIsTls());
   route_ = decision.route;
@@ -271,9 +287,10 @@ void Http2Stream::beginExchange() {
   route_open_counted_ = true;
   route_->stats->touch(worker.nowUnixMs());
   upstream_start_ns_ = uv_hrtime();
-  UpstreamConnection* connection =
+  UpstreamExchange* connection =
       worker.upstreams().acquire(route_->upstream, route_->poolKey(), this, /*fresh=*/false,
-                                 route_->upstream_tls ? &route_->upstream_tls_options : nullptr);
+                                 route_->upstream_tls ? &route_->upstream_tls_options : nullptr,
+                                 route_->protocol == UpstreamProtocol::kH2c && !websocket_);
   // Still connecting: held so that a reset or a close can let it go.
   if (!upstream_ && !response_started_ && connection && connection->owner() == this &&
       !connection->closing()) {
@@ -281,7 +298,7 @@ void Http2Stream::beginExchange() {
   }
 }
 
-void Http2Stream::onUpstreamReady(UpstreamConnection& connection) {
+void Http2Stream::onUpstreamReady(UpstreamExchange& connection) {
   upstream_ = &connection;
   upstream_ready_ = true;
   connection.startExchange(request_.method);
@@ -294,7 +311,7 @@ void Http2Stream::onUpstreamReady(UpstreamConnection& connection) {
   context.chunked_body = request_.framing == BodyFraming::kChunked;
   context.drop_authorization = drop_authorization_;
   if (strip_cookie_) context.remove_cookie = worker.authConfig().cookie_name;
-  writeUpstreamRequestHead(request_, context, connection.prepareWrite());
+  connection.writeRequestHead(request_, context);
   std::vector<BufferSlice> pending;
   pending.swap(pending_body_);
   for (BufferSlice& slice : pending) sendBodyUpstream(std::move(slice));
@@ -314,19 +331,12 @@ void Http2Stream::sendBodyUpstream(BufferSlice slice) {
     pending_body_.push_back(std::move(slice));
     return;
   }
-  OutboundWrite& write = upstream_->prepareWrite();
-  bool chunked = request_.framing == BodyFraming::kChunked;
-  if (chunked) appendChunkSizeLine(write, slice.size);
-  write.appendSlice(slice);
-  if (chunked) write.appendGenerated("\r\n");
+  upstream_->writeRequestBody(slice);
 }
 
 void Http2Stream::finishRequestUpstream() {
-  if (request_.framing != BodyFraming::kChunked || !upstream_) return;
-  OutboundWrite& write = upstream_->prepareWrite();
-  write.appendGenerated("0\r\n");
-  appendTrailerFields(write, request_trailers_);
-  write.appendGenerated("\r\n");
+  if (!upstream_ || request_.framing == BodyFraming::kNone) return;
+  upstream_->writeRequestEnd(request_trailers_);
 }
 
 void Http2Stream::consumeWritten() {
@@ -338,6 +348,9 @@ void Http2Stream::consumeWritten() {
 
 void Http2Stream::onData(const SlabRef* slab, const char* data, size_t size) {
   bytes_in_ += size;
+  last_activity_ms_ = uv_now(session_.worker().loop());
+  // A WebSocket's traffic keeps its Gitspace active while it lasts.
+  if (tunnel_ && route_) route_->stats->touch(session_.worker().nowUnixMs());
   const Limits& limits = session_.worker().limits();
   if (response_complete_ && !upstream_) {
     // Answered already (an error, or a local response): the rest is dropped.
@@ -367,7 +380,7 @@ void Http2Stream::onData(const SlabRef* slab, const char* data, size_t size) {
   unconsumed_ += size;
   if (tunnel_) {
     if (!upstream_) return;
-    upstream_->prepareWrite().appendSlice(slice);
+    upstream_->connection()->prepareWrite().appendSlice(slice);
     upstream_->submitWrite();
     consumeWritten();
     return;
@@ -388,7 +401,7 @@ void Http2Stream::onRequestEnd() {
   request_ended_ = true;
   if (tunnel_) {
     // The client closed its side of the WebSocket stream.
-    if (upstream_) upstream_->shutdownWrite();
+    if (upstream_ && upstream_->connection()) upstream_->connection()->shutdownWrite();
     return;
   }
   if (response_complete_ && !upstream_) return;
@@ -407,9 +420,26 @@ void Http2Stream::onUpstreamDrained() {
   session_.flush();
 }
 
-void Http2Stream::onUpstreamFailed(UpstreamConnection&, UpstreamError error, bool) {
+void Http2Stream::onUpstreamFailed(UpstreamExchange& exchange, UpstreamError error,
+                                   bool response_byte_seen) {
   upstream_ = nullptr;
+  upstream_ready_ = false;
   if (closed_ || abandoned_) return;
+  // A pooled connection the upstream closed just as the request went out:
+  // once more on a new one, for a request without a body that may repeat.
+  if (error == UpstreamError::kClosedEarly && !response_byte_seen && !response_started_ &&
+      exchange.reused() && !retried_ && isIdempotentMethod(request_.method) &&
+      request_.framing == BodyFraming::kNone && route_) {
+    retried_ = true;
+    UpstreamExchange* retry = session_.worker().upstreams().acquire(
+        route_->upstream, route_->poolKey(), this, /*fresh=*/true,
+        route_->upstream_tls ? &route_->upstream_tls_options : nullptr,
+        route_->protocol == UpstreamProtocol::kH2c && !websocket_);
+    if (!upstream_ && !response_started_ && retry && retry->owner() == this && !retry->closing()) {
+      upstream_ = retry;
+    }
+    return;
+  }
   error_ = upstreamErrorName(error);
   if (!response_started_) {
     bool timeout =
@@ -422,7 +452,7 @@ void Http2Stream::onUpstreamFailed(UpstreamConnection&, UpstreamError error, boo
                                                    : "upstream closed the connection";
     respondLocally(timeout ? 504 : 502, detail, upstreamErrorName(error));
   } else {
-    session_.resetStream(id_, NGHTTP2_INTERNAL_ERROR);
+    session_.resetStream(id_, NGHTTP2_INTERNAL_ERROR, /*client_caused=*/false);
   }
   session_.flush();
 }
@@ -436,8 +466,8 @@ void Http2Stream::onUpstreamResponseHead(ResponseHead& head) {
   std::to_chars(status_text, status_text + 3, head.status == 101 ? 200 : head.status);
   fields.push_back(field(":status", std::string_view(status_text, 3)));
   if (head.status == 101) {
-    if (!websocket_) {
-      UpstreamConnection* upstream = upstream_;
+    if (!websocket_ || !upstream_ || !upstream_->connection()) {
+      UpstreamExchange* upstream = upstream_;
       upstream_ = nullptr;
       if (upstream) upstream->close();
       respondLocally(502, "upstream switched protocols unasked", "101 without an upgrade request");
@@ -462,10 +492,14 @@ void Http2Stream::onUpstreamResponseHead(ResponseHead& head) {
     }
     submitResponse(fields, true);
     WorkerCounters::add(session_.worker().mutableCounters().tunnels_opened);
+    WorkerCounters::add(session_.worker().mutableCounters().tunnels_open, 1);
+    tunnel_idle_timeout_ms_ = route_->tunnel_idle_timeout_ms
+                                  ? route_->tunnel_idle_timeout_ms
+                                  : session_.worker().limits().tunnel_idle_timeout_ms;
     if (!upstream_) return;
-    upstream_->becomeTunnel();
+    upstream_->connection()->becomeTunnel();
     if (!upstream_) return;
-    upstream_->releaseTunnelBuffers();
+    upstream_->connection()->releaseTunnelBuffers();
     return;
   }
   status_ = head.status;
@@ -518,13 +552,13 @@ void Http2Stream::onUpstreamTunnelData(BufferSlice slice) {
 void Http2Stream::onUpstreamTunnelEnd(bool error) {
   if (error) {
     error_ = "upstream failed in tunnel";
-    UpstreamConnection* upstream = upstream_;
+    UpstreamExchange* upstream = upstream_;
     upstream_ = nullptr;
     if (upstream) {
       upstream->setOwner(nullptr);
       upstream->close();
     }
-    session_.resetStream(id_, NGHTTP2_CANCEL);
+    session_.resetStream(id_, NGHTTP2_CANCEL, /*client_caused=*/false);
     session_.flush();
     return;
   }
@@ -533,8 +567,7 @@ void Http2Stream::onUpstreamTunnelEnd(bool error) {
   session_.flush();
 }
 
-void Http2Stream::onUpstreamResponseComplete(
-    const std::vector<std::pair<std::string, std::string>>& trailers) {
+void Http2Stream::onUpstreamResponseComplete(const TrailerFields& trailers) {
   response_complete_ = true;
   response_trailers_ = trailers;
   releaseUpstream(request_sent_);
@@ -547,7 +580,7 @@ void Http2Stream::onUpstreamReadDone() {
 }
 
 void Http2Stream::releaseUpstream(bool reusable) {
-  UpstreamConnection* upstream = upstream_;
+  UpstreamExchange* upstream = upstream_;
   upstream_ = nullptr;
   upstream_paused_ = false;
   if (!upstream) return;
@@ -587,6 +620,8 @@ void Http2Stream::sendResponseData(const uint8_t* frame_head, size_t length) {
   OutboundWrite& write = session_.transport().prepareClientWrite();
   write.appendGenerated(std::string_view(reinterpret_cast<const char*>(frame_head), 9));
   bytes_out_ += length;
+  last_activity_ms_ = uv_now(session_.worker().loop());
+  if (tunnel_ && route_) route_->stats->touch(session_.worker().nowUnixMs());
   response_queued_ -= length;
   while (length > 0 && !response_.empty()) {
     BufferSlice& front = response_.front();
@@ -612,7 +647,7 @@ void Http2Stream::respondLocally(int status, std::string_view detail, const char
                                  const std::vector<std::pair<std::string, std::string>>& extra) {
   if (closed_ || abandoned_) return;
   if (upstream_) {
-    UpstreamConnection* upstream = upstream_;
+    UpstreamExchange* upstream = upstream_;
     upstream_ = nullptr;
     upstream->setOwner(nullptr);
     upstream->close();
@@ -638,6 +673,11 @@ void Http2Stream::respondLocally(int status, std::string_view detail, const char
                                     field("x-request-id", request_id_)};
   for (size_t i = 0; i < extra.size(); ++i) fields.push_back(field(names[i], extra[i].second));
   BufferPool& buffers = session_.worker().buffers();
+  if (method_ == "HEAD") {
+    // The body's length, not the body (RFC 9110 9.3.2).
+    submitResponse(fields, false);
+    return;
+  }
   SlabRef slab = buffers.acquireStandard();
   size_t size = std::min<size_t>(body.size(), slab.capacity());
   std::memcpy(slab.data(), body.data(), size);
@@ -663,7 +703,7 @@ void Http2Stream::onClosed(uint32_t error_code) {
     if (status_ == 0) status_ = 499;
   }
   if (upstream_) {
-    UpstreamConnection* upstream = upstream_;
+    UpstreamExchange* upstream = upstream_;
     upstream_ = nullptr;
     upstream->setOwner(nullptr);
     upstream->close();
@@ -678,7 +718,7 @@ void Http2Stream::abandon() {
   if (abandoned_) return;
   abandoned_ = true;
   if (upstream_) {
-    UpstreamConnection* upstream = upstream_;
+    UpstreamExchange* upstream = upstream_;
     upstream_ = nullptr;
     upstream->setOwner(nullptr);
     upstream->close();
@@ -690,10 +730,34 @@ void Http2Stream::abandon() {
   logExchange();
 }
 
+void Http2Stream::checkDeadlines(uint64_t now_ms) {
+  if (closed_ || abandoned_ || start_ns_ == 0) return;
+  uint64_t quiet = now_ms - last_activity_ms_;
+  if (tunnel_) {
+    if (quiet >= tunnel_idle_timeout_ms_) {
+      error_ = "tunnel idle timeout";
+      WorkerCounters::add(session_.worker().mutableCounters().tunnels_idle_closed);
+      session_.resetStream(id_, NGHTTP2_CANCEL, /*client_caused=*/false);
+    }
+    return;
+  }
+  // A request body that stops arriving (the HTTP/1.1 path's client body
+  // timeout): the stream and its upstream are given up.
+  if (!request_ended_ && !response_complete_ &&
+      quiet >= session_.worker().limits().client_body_timeout_ms) {
+    if (!response_started_) {
+      respondLocally(408, "request body not received in time", "request body timeout");
+    } else {
+      error_ = "request body timeout";
+      session_.resetStream(id_, NGHTTP2_CANCEL);
+    }
+  }
+}
+
 void Http2Stream::resetForRouteUpdate() {
   WorkerCounters::add(session_.worker().mutableCounters().connections_closed_by_route_update);
   error_ = "route retired";
-  session_.resetStream(id_, NGHTTP2_CANCEL);
+  session_.resetStream(id_, NGHTTP2_CANCEL, /*client_caused=*/false);
 }
 
 void Http2Stream::logExchange() {
@@ -712,7 +776,10 @@ void Http2Stream::logExchange() {
     route_->stats->bytes_out.fetch_add(bytes_out_, std::memory_order_relaxed);
     route_->stats->touch(worker.nowUnixMs());
   }
-  if (tunnel_) WorkerCounters::add(counters.tunnels_closed);
+  if (tunnel_) {
+    WorkerCounters::add(counters.tunnels_closed);
+    WorkerCounters::add(counters.tunnels_open, -1);
+  }
   AccessLogEntry entry;
   entry.request_id = request_id_;
   entry.worker = worker.index();

@@ -25,7 +25,7 @@ namespace spacegate {
 
 class Http2ServerSession;
 
-class Http2Stream : private UpstreamConnection::Owner {
+class Http2Stream : private UpstreamExchange::Owner {
  public:
   Http2Stream(Http2ServerSession& session, int32_t id);
   ~Http2Stream() override;
@@ -47,6 +47,8 @@ class Http2Stream : private UpstreamConnection::Owner {
   void abandon();
   // The response's last frame (END_STREAM) went out.
   void onResponseSent();
+  // Housekeeping: the request body and WebSocket idle deadlines.
+  void checkDeadlines(uint64_t now_ms);
   // Route retirement: reset the stream.
   void resetForRouteUpdate();
 
@@ -60,13 +62,12 @@ class Http2Stream : private UpstreamConnection::Owner {
 
  private:
   // UpstreamConnection::Owner.
-  void onUpstreamReady(UpstreamConnection& connection) override;
-  void onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
+  void onUpstreamReady(UpstreamExchange& exchange) override;
+  void onUpstreamFailed(UpstreamExchange& exchange, UpstreamError error,
                         bool response_byte_seen) override;
   void onUpstreamResponseHead(ResponseHead& head) override;
   void onUpstreamResponseBody(BufferSlice slice) override;
-  void onUpstreamResponseComplete(
-      const std::vector<std::pair<std::string, std::string>>& trailers) override;
+  void onUpstreamResponseComplete(const TrailerFields& trailers) override;
   void onUpstreamDrained() override;
   void onUpstreamTunnelData(BufferSlice slice) override;
   void onUpstreamTunnelEnd(bool error) override;
@@ -116,12 +117,12 @@ class Http2Stream : private UpstreamConnection::Owner {
   bool websocket_ = false;  // extended CONNECT with :protocol websocket
   std::string request_id_;
 
-  UpstreamConnection* upstream_ = nullptr;  // connecting, or ready
-  bool upstream_ready_ = false;             // onUpstreamReady: the request head went out
-  std::vector<BufferSlice> pending_body_;   // DATA before the upstream was ready
-  bool request_ended_ = false;              // END_STREAM from the client
-  bool request_sent_ = false;               // the whole request went upstream
-  size_t unconsumed_ = 0;                   // request bytes upstream, window not yet given back
+  UpstreamExchange* upstream_ = nullptr;   // connecting, or ready
+  bool upstream_ready_ = false;            // onUpstreamReady: the request head went out
+  std::vector<BufferSlice> pending_body_;  // DATA before the upstream was ready
+  bool request_ended_ = false;             // END_STREAM from the client
+  bool request_sent_ = false;              // the whole request went upstream
+  size_t unconsumed_ = 0;                  // request bytes upstream, window not yet given back
   std::vector<std::pair<std::string, std::string>> request_trailers_;
 
   bool response_started_ = false;
@@ -140,6 +141,9 @@ class Http2Stream : private UpstreamConnection::Owner {
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
   uint64_t start_ns_ = 0;
+  uint64_t last_activity_ms_ = 0;  // the last DATA either way (loop time)
+  uint64_t tunnel_idle_timeout_ms_ = 0;
+  bool retried_ = false;  // a stale pooled connection was retried once
   uint64_t upstream_start_ns_ = 0;
   uint64_t upstream_head_ns_ = 0;
 };

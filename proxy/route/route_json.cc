@@ -233,9 +233,9 @@ bool parseRouteList(const nlohmann::json& array, const std::string& path,
 }
 
 bool checkRouteServable(const Route& route, const std::string& path, ValidationError& error) {
-  if (route.protocol == UpstreamProtocol::kH2c) {
-    return rejectField(error, path + ".protocol",
-                       "h2c upstreams are not supported by this gateway yet");
+  if (route.protocol == UpstreamProtocol::kH2c && route.upstream_tls) {
+    return rejectField(error, path + ".upstream_tls",
+                       "h2c is HTTP/2 in the clear: TLS upstreams use protocol http1");
   }
   return true;
 }

@@ -23,8 +23,8 @@ bool parseRouteList(const nlohmann::json& array, const std::string& path,
 
 nlohmann::json routeToJson(const Route& route);
 
-// Whether this gateway build can serve the route as written (h2c upstreams
-// and upstream TLS come with the HTTP/2 and TLS work). Checked wherever
+// Whether this gateway can serve the route as written (h2c is cleartext:
+// no upstream TLS with it). Checked wherever
 // routes enter the gateway, so a route never behaves other than it says.
 bool checkRoutesServable(const std::vector<Route>& routes, const std::string& path,
                          ValidationError& error);

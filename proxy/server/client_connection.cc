@@ -22,18 +22,6 @@ namespace {
 // do not turn the close into a reset that destroys the response in flight.
 constexpr uint64_t kLingerTimeoutMs = 2'000;
 
-bool isIdempotent(uint8_t method) {
-  switch (method) {
-    case HTTP_GET:
-    case HTTP_HEAD:
-    case HTTP_OPTIONS:
-    case HTTP_TRACE:
-    case HTTP_PUT:
-    case HTTP_DELETE: return true;
-    default: return false;
-  }
-}
-
 // The gateway's WebSocket tunnel endpoint (docs/tunnels.md).
 constexpr std::string_view kTunnelEndpointPrefix = "/.spacegate/tunnel/";
 
@@ -281,7 +269,7 @@ void ClientConnection::handleInput(ssize_t nread) {
         }
         self->client_eof_ = true;
         self->setReading(false);
-        if (self->upstream_) self->upstream_->shutdownWrite();
+        if (self->upstreamConnection()) self->upstreamConnection()->shutdownWrite();
         self->tunnelEndedOneWay();
         return;
       default:
@@ -367,9 +355,8 @@ void ClientConnection::processInput() {
     if (request_body_error_) return;  // answered (413) inside onBodyData
     if (result.error) {
       request_body_error_ = true;
-      if (upstream_) upstream_->prepareWrite();  // nothing more goes up
       if (!response_started_) {
-        UpstreamConnection* upstream = upstream_;
+        UpstreamExchange* upstream = upstream_;
         upstream_ = nullptr;
         upstream->close();
         error_ = "malformed request body";
@@ -440,15 +427,18 @@ void ClientConnection::beginExchange() {
   state_ = State::kConnecting;
   updateReading();
   upstream_start_ns_ = uv_hrtime();
-  adoptConnecting(
-      worker_.upstreams().acquire(route_->upstream, route_->poolKey(), this, /*fresh=*/false,
-                                  route_->upstream_tls ? &route_->upstream_tls_options : nullptr));
+  // Upgrades (WebSockets) always take an HTTP/1.1 connection: their bytes
+  // become a tunnel, which an h2c stream is not.
+  bool h2c = route_->protocol == UpstreamProtocol::kH2c && !request_.upgrade;
+  adoptConnecting(worker_.upstreams().acquire(
+      route_->upstream, route_->poolKey(), this, /*fresh=*/false,
+      route_->upstream_tls ? &route_->upstream_tls_options : nullptr, h2c));
 }
 
 // A connection still connecting is held in upstream_ too, so that closing
 // this client (a retired route, a shutdown) detaches and closes it; one that
 // already reported (ready or failed) has set or cleared upstream_ itself.
-void ClientConnection::adoptConnecting(UpstreamConnection* connection) {
+void ClientConnection::adoptConnecting(UpstreamExchange* connection) {
   if (state_ == State::kConnecting && connection && connection->owner() == this &&
       !connection->closing()) {
     upstream_ = connection;
@@ -540,7 +530,7 @@ void ClientConnection::establishTunnel() {
   beginTunnel();
 }
 
-void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
+void ClientConnection::onUpstreamReady(UpstreamExchange& connection) {
   upstream_ = &connection;
   if (tunnel_kind_ != TunnelKind::kNone) {
     establishTunnel();
@@ -556,7 +546,7 @@ void ClientConnection::onUpstreamReady(UpstreamConnection& connection) {
   context.chunked_body = request_.framing == BodyFraming::kChunked;
   context.drop_authorization = drop_authorization_;
   if (strip_cookie_) context.remove_cookie = worker_.authConfig().cookie_name;
-  writeUpstreamRequestHead(request_, context, connection.prepareWrite());
+  connection.writeRequestHead(request_, context);
   if (request_.framing == BodyFraming::kNone) {
     connection.submitWrite();
     if (upstream_ == &connection) requestComplete();
@@ -576,7 +566,7 @@ void ClientConnection::onBodyData(const char* data, size_t size) {
   if (limits_.request_body_size != 0 && request_body_bytes_ > limits_.request_body_size) {
     request_body_error_ = true;
     if (!response_started_) {
-      UpstreamConnection* upstream = upstream_;
+      UpstreamExchange* upstream = upstream_;
       upstream_ = nullptr;
       if (upstream) upstream->close();
       error_ = "request body too large";
@@ -587,20 +577,11 @@ void ClientConnection::onBodyData(const char* data, size_t size) {
     return;
   }
   if (!upstream_) return;
-  OutboundWrite& write = upstream_->prepareWrite();
-  bool chunked = request_.framing == BodyFraming::kChunked;
-  if (chunked) appendChunkSizeLine(write, size);
-  write.appendSlice(inbound_.slice(data, size));
-  if (chunked) write.appendGenerated("\r\n");
+  upstream_->writeRequestBody(inbound_.slice(data, size));
 }
 
-void ClientConnection::onMessageComplete(
-    const std::vector<std::pair<std::string, std::string>>& trailers) {
-  if (!upstream_ || request_.framing != BodyFraming::kChunked) return;
-  OutboundWrite& write = upstream_->prepareWrite();
-  write.appendGenerated("0\r\n");
-  appendTrailerFields(write, trailers);
-  write.appendGenerated("\r\n");
+void ClientConnection::onMessageComplete(const TrailerFields& trailers) {
+  if (upstream_) upstream_->writeRequestEnd(trailers);
 }
 
 void ClientConnection::requestComplete() {
@@ -610,7 +591,7 @@ void ClientConnection::requestComplete() {
   if (upstream_) upstream_->requestFullySent();
 }
 
-void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
+void ClientConnection::onUpstreamFailed(UpstreamExchange& connection, UpstreamError error,
                                         bool response_byte_seen) {
   upstream_ = nullptr;
   if (state_ == State::kTunnel) {
@@ -622,12 +603,14 @@ void ClientConnection::onUpstreamFailed(UpstreamConnection& connection, Upstream
     // went out: safe to try once more on a new connection when the request
     // is idempotent and has no body to resend.
     if (error == UpstreamError::kClosedEarly && !response_byte_seen && connection.reused() &&
-        !retried_ && isIdempotent(request_.method) && request_.framing == BodyFraming::kNone) {
+        !retried_ && isIdempotentMethod(request_.method) &&
+        request_.framing == BodyFraming::kNone) {
       retried_ = true;
       state_ = State::kConnecting;
       adoptConnecting(worker_.upstreams().acquire(
           route_->upstream, route_->poolKey(), this, /*fresh=*/true,
-          route_->upstream_tls ? &route_->upstream_tls_options : nullptr));
+          route_->upstream_tls ? &route_->upstream_tls_options : nullptr,
+          route_->protocol == UpstreamProtocol::kH2c && !request_.upgrade));
       return;
     }
     error_ = upstreamErrorName(error);
@@ -661,8 +644,8 @@ void ClientConnection::onUpstreamResponseHead(ResponseHead& head) {
     return;
   }
   if (head.status == 101) {
-    if (!request_.upgrade) {
-      UpstreamConnection* upstream = upstream_;
+    if (!request_.upgrade || !upstreamConnection()) {
+      UpstreamExchange* upstream = upstream_;
       upstream_ = nullptr;
       upstream->close();
       error_ = "101 without an upgrade request";
@@ -715,8 +698,7 @@ void ClientConnection::flushClientWrites() {
   }
 }
 
-void ClientConnection::onUpstreamResponseComplete(
-    const std::vector<std::pair<std::string, std::string>>& trailers) {
+void ClientConnection::onUpstreamResponseComplete(const TrailerFields& trailers) {
   if (response_chunked_) {
     OutboundWrite& write = writes_.prepare();
     write.appendGenerated("0\r\n");
@@ -726,7 +708,7 @@ void ClientConnection::onUpstreamResponseComplete(
   // Head, body and end of a small response leave in one write.
   flushClientWrites();
   if (state_ == State::kClosed) return;
-  UpstreamConnection* upstream = upstream_;
+  UpstreamExchange* upstream = upstream_;
   upstream_ = nullptr;
   upstream_paused_ = false;
   if (upstream) {
@@ -788,8 +770,11 @@ void ClientConnection::respondLocally(int status, std::string_view detail, bool 
   // A local answer before the request body was read leaves that body on the
   // wire: the connection cannot be reused.
   if (!request_complete_ && request_.framing != BodyFraming::kNone) close_after_response_ = true;
+  // A request that failed to parse has no method to go by (method 0).
+  bool head_request =
+      exchange_start_ns_ != 0 && request_.method == HTTP_HEAD && !request_.method_name.empty();
   writeErrorResponse(status, detail, close_after_response_, request_id_, writes_.prepare(),
-                     extra_headers);
+                     extra_headers, head_request);
   submitClientWrite();
   if (state_ == State::kClosed) return;
   finishExchange();
@@ -961,12 +946,13 @@ void ClientConnection::beginTunnel() {
     if (state_ != State::kTunnel) return;
   }
   inbound_.releaseIfEmpty();
-  upstream_->becomeTunnel();
+  upstreamConnection()->becomeTunnel();
   if (state_ == State::kClosed) return;
-  upstream_->releaseTunnelBuffers();
+  upstreamConnection()->releaseTunnelBuffers();
   flushClientWrites();
   if (state_ == State::kClosed) return;
-  if (limits_.tunnel_splice && !websocket_tunnel_ && !tls_) {
+  // splice(2) moves raw bytes: only when neither side speaks TLS.
+  if (limits_.tunnel_splice && !websocket_tunnel_ && !tls_ && !route_->upstream_tls) {
     // Nothing more is read in user space; what is already on its way is
     // written out first, then splice(2) takes over.
     splice_wanted_ = true;
@@ -983,12 +969,12 @@ void ClientConnection::forwardClientTunnelBytes(BufferSlice slice) {
   bytes_in_ += slice.size;
   WorkerCounters::add(worker_.mutableCounters().tunnel_bytes_copied, slice.size);
   if (!websocket_tunnel_) {
-    upstream_->prepareWrite().appendSlice(slice);
+    upstreamConnection()->prepareWrite().appendSlice(slice);
     upstream_->submitWrite();
     return;
   }
   WebSocketTunnel::Result result =
-      websocket_tunnel_->fromClient(slice, upstream_->prepareWrite(), writes_.prepare());
+      websocket_tunnel_->fromClient(slice, upstreamConnection()->prepareWrite(), writes_.prepare());
   upstream_->submitWrite();
   if (state_ != State::kTunnel) return;
   flushClientWrites();
@@ -999,13 +985,13 @@ void ClientConnection::forwardClientTunnelBytes(BufferSlice slice) {
   } else if (result == WebSocketTunnel::Result::kClientClosed && !client_eof_) {
     // The client is done sending; the port may still answer.
     client_eof_ = true;
-    upstream_->shutdownWrite();
+    upstreamConnection()->shutdownWrite();
   }
 }
 
 void ClientConnection::endTunnelAfterFlush() {
   if (upstream_) {
-    UpstreamConnection* upstream = upstream_;
+    UpstreamExchange* upstream = upstream_;
     upstream_ = nullptr;
     upstream->setOwner(nullptr);
     upstream->close();
@@ -1036,13 +1022,14 @@ void ClientConnection::keepTunnelLogFields() {
 
 void ClientConnection::trySplice() {
   if (state_ != State::kTunnel || !splice_wanted_ || !upstream_) return;
-  if (writes_.pendingWrites() != 0 || !inbound_.empty() || !upstream_->quietForSplice()) return;
+  if (writes_.pendingWrites() != 0 || !inbound_.empty() || !upstreamConnection()->quietForSplice())
+    return;
   splice_wanted_ = false;
   if (handOffToTunnelSession()) return;
   // Out of descriptors for the copies: splice from here, with the
   // connection's heavier state kept.
   uv_os_fd_t client_fd = -1;
-  int upstream_fd = upstream_->socketDescriptor();
+  int upstream_fd = upstreamConnection()->socketDescriptor();
   int error = UV_EBADF;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&socket_), &client_fd) == 0 && upstream_fd >= 0) {
     auto* splice = new SpliceTunnel(worker_.loop(), worker_.pipes(), client_fd, upstream_fd, *this);
@@ -1060,7 +1047,7 @@ void ClientConnection::trySplice() {
 
 bool ClientConnection::handOffToTunnelSession() {
   uv_os_fd_t client_fd = -1;
-  int upstream_fd = upstream_->socketDescriptor();
+  int upstream_fd = upstreamConnection()->socketDescriptor();
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&socket_), &client_fd) != 0 || upstream_fd < 0) {
     return false;
   }
@@ -1244,7 +1231,7 @@ void ClientConnection::onTimer(void* owner) {
       return;
     case State::kForwarding:
       if (!self->response_started_ && !self->request_complete_) {
-        UpstreamConnection* upstream = self->upstream_;
+        UpstreamExchange* upstream = self->upstream_;
         self->upstream_ = nullptr;
         if (upstream) upstream->close();
         self->error_ = "request body timeout";
@@ -1285,7 +1272,7 @@ void ClientConnection::close() {
     splice_ = nullptr;
   }
   if (upstream_) {
-    UpstreamConnection* upstream = upstream_;
+    UpstreamExchange* upstream = upstream_;
     upstream_ = nullptr;
     upstream->setOwner(nullptr);
     upstream->close();

@@ -31,7 +31,7 @@ class Worker;
 class ClientConnection : private WriteQueue::Listener,
                          private Http2Transport,
                          private Http1MessageParser::BodyHandler,
-                         private UpstreamConnection::Owner,
+                         private UpstreamExchange::Owner,
                          private SpliceTunnel::Owner {
  public:
   explicit ClientConnection(Worker& worker);
@@ -88,13 +88,12 @@ class ClientConnection : private WriteQueue::Listener,
   void onBodyData(const char* data, size_t size) override;
   void onMessageComplete(const std::vector<std::pair<std::string, std::string>>& trailers) override;
   // UpstreamConnection::Owner.
-  void onUpstreamReady(UpstreamConnection& connection) override;
-  void onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
+  void onUpstreamReady(UpstreamExchange& exchange) override;
+  void onUpstreamFailed(UpstreamExchange& exchange, UpstreamError error,
                         bool response_byte_seen) override;
   void onUpstreamResponseHead(ResponseHead& head) override;
   void onUpstreamResponseBody(BufferSlice slice) override;
-  void onUpstreamResponseComplete(
-      const std::vector<std::pair<std::string, std::string>>& trailers) override;
+  void onUpstreamResponseComplete(const TrailerFields& trailers) override;
   void onUpstreamDrained() override;
   void onUpstreamTunnelData(BufferSlice slice) override;
   void onUpstreamTunnelEnd(bool error) override;
@@ -106,7 +105,7 @@ class ClientConnection : private WriteQueue::Listener,
   void flushClientWrites();
 
   void processInput();
-  void adoptConnecting(UpstreamConnection* connection);
+  void adoptConnecting(UpstreamExchange* exchange);
   void beginExchange();
   void requestComplete();
   void respondLocally(int status, std::string_view detail, bool close_after,
@@ -190,7 +189,9 @@ class ClientConnection : private WriteQueue::Listener,
   bool drop_authorization_ = false;  // the gateway consumed the bearer token
   bool strip_cookie_ = false;        // the gateway's cookie is removed upstream
   std::string request_id_;
-  UpstreamConnection* upstream_ = nullptr;
+  UpstreamExchange* upstream_ = nullptr;
+  // The HTTP/1.1 connection under upstream_ (tunnels have one), or null.
+  UpstreamConnection* upstreamConnection() { return upstream_ ? upstream_->connection() : nullptr; }
   bool request_complete_ = false;
   bool request_body_error_ = false;
   bool response_started_ = false;

@@ -146,6 +146,15 @@ bool Gateway::prepareRoutes(std::string& error) {
     server_config.tcp_enabled = !config_.control.address.empty();
     server_config.tcp_address = config_.control.tcp_address;
     server_config.max_body_size = config_.control.max_body_size;
+    if (config_.control.tls) {
+      server_config.tls = &tls_contexts_;
+    } else if (server_config.tcp_enabled) {
+      logEvent(LogLevel::kWarning,
+               "control API on TCP without TLS: its bearer token crosses the network in the "
+               "clear (set control.tls: true)")
+          .with("address", config_.control.address)
+          .emit();
+    }
     if (!config_.control.token_file.empty()) {
       std::ifstream token_stream(config_.control.token_file);
       if (!token_stream) {
@@ -199,7 +208,7 @@ int Gateway::run() {
   uint64_t descriptors = raiseDescriptorLimit();
   unsigned workers =
       config_.workers ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
-  if (hasTlsListener(config_)) {
+  if (needsTlsCertificates(config_)) {
     ticket_keys_ = std::make_unique<SessionTicketKeys>(config_.tls.session_ticket_rotation_ms);
     ValidationError tls_error;
     if (!applyTls(config_.tls, tls_error)) {

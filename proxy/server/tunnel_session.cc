@@ -76,6 +76,7 @@ void TunnelSession::close(const char* error, bool reset) {
   entry.worker = worker_.index();
   entry.client = fields_.client_ip;
   entry.method = fields_.method;
+  entry.protocol = "HTTP/1.1";  // spliced tunnels start on plaintext HTTP/1.1
   entry.host = fields_.host;
   entry.path = fields_.path;
   entry.status = fields_.status;

@@ -1,5 +1,7 @@
 #include "service/service_server.h"
 
+#include "tls/tls_connection.h"
+
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -133,6 +135,12 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
       close();
       return false;
     }
+    if (tcp_ && server_.config().tls) {
+      std::shared_ptr<const TlsContextSet> contexts = server_.config().tls->current();
+      if (contexts->front()) {
+        tls_ = std::make_unique<TlsConnection>(std::move(contexts), /*offer_http2=*/false);
+      }
+    }
     uv_read_start(stream(), &ServiceConnection::onAllocate, &ServiceConnection::onRead);
     armIdleTimer();
     return true;
@@ -243,6 +251,46 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
       self->close();
       return;
     }
+    if (self->tls_) {
+      self->receiveCipherText(buffer->base, static_cast<size_t>(nread));
+      return;
+    }
+    self->receive(buffer->base, static_cast<size_t>(nread));
+  }
+
+  // TLS: decrypts what arrived (the handshake first) and handles the plaintext.
+  void receiveCipherText(const char* data, size_t size) {
+    tls_->feed(data, size);
+    std::string plaintext;
+    TlsConnection::ReadResult result;
+    char piece[16 * 1024];
+    for (;;) {
+      size_t produced = 0;
+      result = tls_->read(piece, sizeof piece, produced);
+      plaintext.append(piece, produced);
+      if (result != TlsConnection::ReadResult::kData) break;
+    }
+    sendCipherText();
+    if (closed_) return;
+    if (result == TlsConnection::ReadResult::kError ||
+        result == TlsConnection::ReadResult::kClosed) {
+      close();
+      return;
+    }
+    if (!plaintext.empty()) receive(plaintext.data(), plaintext.size());
+  }
+
+  // TLS: writes out what the TLS layer produced (handshake records, data).
+  void sendCipherText() {
+    std::string bytes(tls_->pendingOutput(), '\0');
+    if (bytes.empty()) return;
+    bytes.resize(tls_->takeOutput(bytes.data(), bytes.size()));
+    writeRaw(std::move(bytes));
+  }
+
+  void receive(const char* data, size_t size) {
+    ServiceConnection* self = this;
+    ssize_t nread = static_cast<ssize_t>(size);
     // Bytes that arrive while an answer is pending are kept for the next
     // request, within bounds; past them the client is not playing fair.
     if (self->input_.size() + static_cast<size_t>(nread) >
@@ -250,7 +298,7 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
       self->close();
       return;
     }
-    self->input_.append(buffer->base, static_cast<size_t>(nread));
+    self->input_.append(data, size);
     // A body that keeps arriving is progress; a head must come whole within
     // one idle period (slow-header clients are cut off).
     if (self->state_ == State::kReadingBody) self->armIdleTimer();
@@ -373,6 +421,19 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
 
   void write(std::string bytes) {
     if (closed_) return;
+    if (tls_) {
+      if (!tls_->write(bytes.data(), bytes.size())) {
+        close();
+        return;
+      }
+      sendCipherText();
+      return;
+    }
+    writeRaw(std::move(bytes));
+  }
+
+  void writeRaw(std::string bytes) {
+    if (closed_) return;
     auto* write = new Write{{}, std::move(bytes), this};
     write->request.data = write;
     uv_buf_t buffer = uv_buf_init(write->bytes.data(), static_cast<unsigned>(write->bytes.size()));
@@ -405,6 +466,7 @@ class ServiceConnection : private Http1MessageParser::BodyHandler {
     uv_pipe_t pipe;
   } socket_;
   uv_timer_t idle_timer_;
+  std::unique_ptr<TlsConnection> tls_;  // TCP listener with TLS
   Http1MessageParser parser_;
   std::string input_;
   ServiceRequest request_;

@@ -26,6 +26,7 @@
 #include "config/limits.h"
 #include "net/loop_mailbox.h"
 #include "net/socket_address.h"
+#include "tls/tls_context_set.h"
 
 namespace spacegate {
 
@@ -115,6 +116,9 @@ struct ServiceServerConfig {
   // after this long; a request head must arrive whole within it too.
   uint64_t idle_timeout_ms = 60'000;
   int max_connections = 1024;
+  // TLS on the TCP listener: the certificates in use (reloads apply to new
+  // connections). Null: plaintext.
+  const TlsContextPublisher* tls = nullptr;
 };
 
 class ServiceServer {

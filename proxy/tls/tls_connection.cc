@@ -6,8 +6,10 @@
 
 namespace spacegate {
 
-TlsConnection::TlsConnection(std::shared_ptr<const TlsContextSet> contexts)
-    : contexts_(std::move(contexts)), ssl_(SSL_new(contexts_->front())) {
+TlsConnection::TlsConnection(std::shared_ptr<const TlsContextSet> contexts, bool offer_http2)
+    : contexts_(std::move(contexts)), ssl_(SSL_new(contexts_->front())), offer_http2_(offer_http2) {
+  // The ALPN callback asks the connection what it may offer.
+  SSL_set_app_data(ssl_.get(), this);
   input_ = BIO_new(BIO_s_mem());
   output_ = BIO_new(BIO_s_mem());
   // An empty input BIO means "wait for more", not end of file.

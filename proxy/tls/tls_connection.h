@@ -17,8 +17,10 @@ namespace spacegate {
 
 class TlsConnection : public WriteEncryptor {
  public:
-  // The server side of a client's connection (TLS listeners).
-  explicit TlsConnection(std::shared_ptr<const TlsContextSet> contexts);
+  // The server side of a client's connection (TLS listeners). Without
+  // `offer_http2` ALPN picks only http/1.1 (services that speak HTTP/1.1).
+  explicit TlsConnection(std::shared_ptr<const TlsContextSet> contexts, bool offer_http2 = true);
+  bool offersHttp2() const { return offer_http2_; }
   // The client side of a connection to an upstream: SNI `server_name`, and
   // with `verify` the certificate must chain to `context`'s trust and carry
   // that name (or IP address).
@@ -63,6 +65,7 @@ class TlsConnection : public WriteEncryptor {
   BIO* input_ = nullptr;   // owned by ssl_
   BIO* output_ = nullptr;  // owned by ssl_
   bool handshake_done_ = false;
+  bool offer_http2_ = true;
   const char* failure_ = "";
 };
 

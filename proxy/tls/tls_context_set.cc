@@ -1,5 +1,7 @@
 #include "tls/tls_context_set.h"
 
+#include "tls/tls_connection.h"
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <unistd.h>
@@ -209,11 +211,14 @@ int TlsContextSet::onServerName(SSL* ssl, int*, void* arg) {
   return SSL_TLSEXT_ERR_OK;
 }
 
-int TlsContextSet::onAlpnSelect(SSL*, const uint8_t** out, uint8_t* out_length, const uint8_t* in,
-                                unsigned in_length, void*) {
+int TlsContextSet::onAlpnSelect(SSL* ssl, const uint8_t** out, uint8_t* out_length,
+                                const uint8_t* in, unsigned in_length, void*) {
+  const auto* connection = static_cast<const TlsConnection*>(SSL_get_app_data(ssl));
+  bool offer_http2 = !connection || connection->offersHttp2();
   // The gateway's preference wins: h2, then http/1.1; neither offered: no ALPN
   // (the connection speaks HTTP/1.1).
   for (std::string_view wanted : {kAlpnHttp2, kAlpnHttp11}) {
+    if (wanted == kAlpnHttp2 && !offer_http2) continue;
     unsigned offset = 0;
     while (offset < in_length) {
       unsigned length = in[offset];

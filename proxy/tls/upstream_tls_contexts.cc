@@ -10,9 +10,9 @@ SSL_CTX* UpstreamTlsContexts::context(const std::string& ca_file, bool verify, s
   bssl::UniquePtr<SSL_CTX> context(SSL_CTX_new(TLS_method()));
   SSL_CTX_set_min_proto_version(context.get(), TLS1_2_VERSION);
   SSL_CTX_set_max_proto_version(context.get(), TLS1_3_VERSION);
-  // Resumed sessions to the same upstream save a full handshake per new
-  // pooled connection.
-  SSL_CTX_set_session_cache_mode(context.get(), SSL_SESS_CACHE_CLIENT);
+  // No session resumption yet: every new pooled connection makes a full
+  // handshake (pooling keeps that rare).
+  SSL_CTX_set_session_cache_mode(context.get(), SSL_SESS_CACHE_OFF);
   if (verify) {
     const std::string& file = ca_file.empty() ? std::string(kSystemCaFile) : ca_file;
     ERR_clear_error();

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "http/header_rewrite.h"
 #include "upstream/upstream_pool.h"
 
 namespace spacegate {
@@ -219,6 +220,27 @@ void UpstreamConnection::startExchange(uint8_t method) {
   // Until the request is fully sent, the client side's timers govern; a
   // response may still come early (an error before the whole body).
   timer_.clear();
+}
+
+void UpstreamConnection::writeRequestHead(const RequestHead& request,
+                                          const UpstreamRequestContext& context) {
+  chunked_request_ = context.chunked_body;
+  writeUpstreamRequestHead(request, context, writes_.prepare());
+}
+
+void UpstreamConnection::writeRequestBody(const BufferSlice& slice) {
+  OutboundWrite& write = writes_.prepare();
+  if (chunked_request_) appendChunkSizeLine(write, slice.size);
+  write.appendSlice(slice);
+  if (chunked_request_) write.appendGenerated("\r\n");
+}
+
+void UpstreamConnection::writeRequestEnd(const TrailerFields& trailers) {
+  if (!chunked_request_) return;
+  OutboundWrite& write = writes_.prepare();
+  write.appendGenerated("0\r\n");
+  appendTrailerFields(write, trailers);
+  write.appendGenerated("\r\n");
 }
 
 void UpstreamConnection::requestFullySent() {

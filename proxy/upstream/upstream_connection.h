@@ -23,43 +23,17 @@
 #include "net/write_queue.h"
 #include "tls/tls_config.h"
 #include "tls/tls_connection.h"
+#include "upstream/upstream_exchange.h"
 
 namespace spacegate {
 
 class UpstreamPool;
 
-enum class UpstreamError {
-  kConnectFailed,    // refused, unreachable, DNS failure: 502
-  kConnectTimeout,   // 504
-  kResponseTimeout,  // no response head in time, or silence inside the body: 504
-  kClosedEarly,      // closed or reset before a complete response: 502
-  kInvalidResponse,  // unparsable response: 502
-};
-
-const char* upstreamErrorName(UpstreamError error);
-
-class UpstreamConnection : private WriteQueue::Listener, private Http1MessageParser::BodyHandler {
+class UpstreamConnection : public UpstreamExchange,
+                           private WriteQueue::Listener,
+                           private Http1MessageParser::BodyHandler {
  public:
-  class Owner {
-   public:
-    virtual ~Owner() = default;
-    virtual void onUpstreamReady(UpstreamConnection& connection) = 0;
-    // The connection failed; it closes itself and must not be used again.
-    virtual void onUpstreamFailed(UpstreamConnection& connection, UpstreamError error,
-                                  bool response_byte_seen) = 0;
-    virtual void onUpstreamResponseHead(ResponseHead& head) = 0;
-    virtual void onUpstreamResponseBody(BufferSlice slice) = 0;
-    virtual void onUpstreamResponseComplete(
-        const std::vector<std::pair<std::string, std::string>>& trailers) = 0;
-    // Queued request bytes fell below the low-water mark.
-    virtual void onUpstreamDrained() = 0;
-    // Tunnel mode.
-    virtual void onUpstreamTunnelData(BufferSlice slice) = 0;
-    virtual void onUpstreamTunnelEnd(bool error) = 0;
-    // Everything one read brought has been reported: a good moment to send
-    // what was gathered as one write.
-    virtual void onUpstreamReadDone() = 0;
-  };
+  using Owner = UpstreamExchange::Owner;
 
   UpstreamConnection(UpstreamPool& pool, std::string key, const Limits& limits);
 
@@ -68,23 +42,27 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   // With `tls`, a TLS handshake follows the connect (both under the
   // connect timeout) before the owner hears onUpstreamReady.
   void start(const SocketAddress& address, const UpstreamTlsOptions* tls = nullptr);
-  void setOwner(Owner* owner) { owner_ = owner; }
-  Owner* owner() const { return owner_; }
+  void setOwner(Owner* owner) override { owner_ = owner; }
+  Owner* owner() const override { return owner_; }
   const std::string& key() const { return key_; }
-  bool reused() const { return exchanges_ > 0; }
+  bool reused() const override { return exchanges_ > 0; }
   uint64_t exchanges() const { return exchanges_; }
 
   // The write side: fill prepare(), then submit().
   OutboundWrite& prepareWrite() { return writes_.prepare(); }
-  void submitWrite();
-  size_t queuedBytes() const { return writes_.queuedBytes(); }
+  void submitWrite() override;
+  size_t queuedBytes() const override { return writes_.queuedBytes(); }
   // The request (head and body) has been handed over in full; the response
   // timeout starts now. `method` tells the parser the body rules.
-  void startExchange(uint8_t method);
-  void requestFullySent();
+  void startExchange(uint8_t method) override;
+  void writeRequestHead(const RequestHead& request, const UpstreamRequestContext& context) override;
+  void writeRequestBody(const BufferSlice& slice) override;
+  void writeRequestEnd(const TrailerFields& trailers) override;
+  UpstreamConnection* connection() override { return this; }
+  void requestFullySent() override;
 
-  void pauseReading();
-  void resumeReading();
+  void pauseReading() override;
+  void resumeReading() override;
 
   // Tunnel mode after a 101: remaining parsed bytes are delivered as tunnel data.
   void becomeTunnel();
@@ -103,8 +81,8 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   void enterIdle(uint64_t idle_timeout_ms);
   void leaveIdle();
   // Closes the connection; no further owner callbacks.
-  void close();
-  bool closing() const { return state_ == State::kClosed; }
+  void close() override;
+  bool closing() const override { return state_ == State::kClosed; }
   // No unread bytes after the last response: safe to reuse (bytes nobody
   // asked for would be taken for the next response).
   bool cleanForReuse() const { return inbound_.empty() && response_complete_; }
@@ -153,6 +131,7 @@ class UpstreamConnection : private WriteQueue::Listener, private Http1MessagePar
   std::unique_ptr<TlsConnection> tls_;  // from the connect on
   const Limits& limits_;
   Owner* owner_ = nullptr;
+  bool chunked_request_ = false;  // the request body goes up with chunked framing
   State state_ = State::kResolving;
   uint64_t dns_ticket_ = 0;
   bool socket_open_ = false;

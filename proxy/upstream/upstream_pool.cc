@@ -1,5 +1,7 @@
 #include "upstream/upstream_pool.h"
 
+#include "http2/client_session.h"
+
 #include <algorithm>
 
 namespace spacegate {
@@ -17,9 +19,23 @@ UpstreamPool::UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool
 
 UpstreamPool::~UpstreamPool() = default;
 
-UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address, std::string_view key,
-                                          UpstreamConnection::Owner* owner, bool fresh,
-                                          const UpstreamTlsOptions* tls) {
+UpstreamExchange* UpstreamPool::acquire(const SocketAddress& address, std::string_view key,
+                                        UpstreamExchange::Owner* owner, bool fresh,
+                                        const UpstreamTlsOptions* tls, bool h2c) {
+  if (h2c) {
+    auto& sessions = sessions_[std::string(key)];
+    for (Http2UpstreamSession* session : sessions) {
+      if (session->acceptsStreams()) {
+        WorkerCounters::add(counters_.upstream_pool_hits);
+        return session->openStream(owner);
+      }
+    }
+    WorkerCounters::add(counters_.upstream_pool_misses);
+    auto* session = new Http2UpstreamSession(*this, std::string(key), limits_);
+    sessions.push_back(session);
+    session->start(address);
+    return session->openStream(owner);
+  }
   if (!fresh) {
     auto found = idle_.find(key);
     if (found != idle_.end() && !found->second.empty()) {
@@ -40,7 +56,30 @@ UpstreamConnection* UpstreamPool::acquire(const SocketAddress& address, std::str
   return connection;
 }
 
-void UpstreamPool::release(UpstreamConnection* connection, bool reusable) {
+UpstreamConnection* UpstreamPool::connectRaw(const SocketAddress& address, std::string_view key,
+                                             UpstreamExchange::Owner* owner) {
+  auto* connection = new UpstreamConnection(*this, std::string(key), limits_);
+  WorkerCounters::add(counters_.upstream_connections_open, 1);
+  connection->setOwner(owner);
+  connection->start(address);
+  return connection;
+}
+
+void UpstreamPool::forgetSession(Http2UpstreamSession* session) {
+  auto found = sessions_.find(session->key());
+  if (found == sessions_.end()) return;
+  auto& sessions = found->second;
+  sessions.erase(std::remove(sessions.begin(), sessions.end(), session), sessions.end());
+  if (sessions.empty()) sessions_.erase(found);
+}
+
+void UpstreamPool::release(UpstreamExchange* exchange, bool reusable) {
+  UpstreamConnection* connection = exchange->connection();
+  if (!connection) {
+    // An h2c stream: the session stays; the stream ends (reset if unfinished).
+    static_cast<Http2UpstreamStream*>(exchange)->release();
+    return;
+  }
   connection->setOwner(nullptr);
   if (!reusable || pool_limits_.idle_connections == 0 || connection->closing() ||
       !connection->cleanForReuse()) {
@@ -70,6 +109,12 @@ void UpstreamPool::forgetIdle(UpstreamConnection* connection) {
 }
 
 void UpstreamPool::closeIdle() {
+  // Sessions with no stream in flight close like idle connections.
+  std::vector<Http2UpstreamSession*> sessions;
+  for (auto& [key, list] : sessions_) sessions.insert(sessions.end(), list.begin(), list.end());
+  for (Http2UpstreamSession* session : sessions) {
+    if (session->idle()) session->close();
+  }
   auto idle = std::move(idle_);
   idle_.clear();
   for (auto& [key, connections] : idle) {
@@ -78,6 +123,12 @@ void UpstreamPool::closeIdle() {
 }
 
 void UpstreamPool::closeIdleTo(const std::string& key) {
+  if (auto found = sessions_.find(key); found != sessions_.end()) {
+    std::vector<Http2UpstreamSession*> sessions = found->second;
+    for (Http2UpstreamSession* session : sessions) {
+      if (session->idle()) session->close();
+    }
+  }
   auto found = idle_.find(key);
   if (found == idle_.end()) return;
   std::vector<UpstreamConnection*> connections = std::move(found->second);

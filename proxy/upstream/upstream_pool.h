@@ -25,6 +25,8 @@
 
 namespace spacegate {
 
+class Http2UpstreamSession;
+
 class UpstreamPool {
  public:
   UpstreamPool(uv_loop_t* loop, BufferPool& buffers, WriteRecordPool& writes, DnsResolver& dns,
@@ -37,11 +39,18 @@ class UpstreamPool {
   // new one that reports later.
   // `key` names the upstream (the route's upstream text) for reuse.
   // `tls`: TLS to the upstream (the route's options; they are part of `key`).
-  UpstreamConnection* acquire(const SocketAddress& address, std::string_view key,
-                              UpstreamConnection::Owner* owner, bool fresh = false,
-                              const UpstreamTlsOptions* tls = nullptr);
+  // `h2c`: a stream of a multiplexed HTTP/2 session instead (protocol: h2c).
+  UpstreamExchange* acquire(const SocketAddress& address, std::string_view key,
+                            UpstreamExchange::Owner* owner, bool fresh = false,
+                            const UpstreamTlsOptions* tls = nullptr, bool h2c = false);
   // Hands a connection back after its exchange. Not `reusable`: closed.
-  void release(UpstreamConnection* connection, bool reusable);
+  void release(UpstreamExchange* exchange, bool reusable);
+  // A connection outside the pool (an h2c session's transport).
+  UpstreamConnection* connectRaw(const SocketAddress& address, std::string_view key,
+                                 UpstreamExchange::Owner* owner);
+  // An h2c session that has closed (called by the session).
+  void forgetSession(Http2UpstreamSession* session);
+  uint64_t idleTimeoutMs() const { return pool_limits_.idle_timeout_ms; }
   // Called by an idle connection that closed (upstream hung up, idle timeout).
   void forgetIdle(UpstreamConnection* connection);
   // Closes every idle connection (shutdown).
@@ -77,6 +86,9 @@ class UpstreamPool {
     size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
   };
   std::unordered_map<std::string, std::vector<UpstreamConnection*>, KeyHash, std::equal_to<>> idle_;
+  // h2c sessions per upstream key (several when one is full).
+  std::unordered_map<std::string, std::vector<Http2UpstreamSession*>, KeyHash, std::equal_to<>>
+      sessions_;
   WorkerCounters& counters_;
   char idle_scratch_[64];
 };

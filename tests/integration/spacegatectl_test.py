@@ -345,18 +345,22 @@ class SpacegatectlTest(h.ControlGatewayTestCase):
         port = self.origin.port
         self.ok("routes", "apply", "-f", self.write("list.yaml", self.list_yaml()))
         before = self.api.routes()
-        # Valid as a route object, refused by this gateway (h2c not served yet).
+        # Valid as a route object, refused by this gateway (h2c is cleartext:
+        # no upstream TLS with it).
         text = ("- id: fine\n"
                 "  host: fine.test\n"
                 "  upstream: 127.0.0.1:%d\n"
                 "- id: h2\n"
                 "  host: h2.test\n"
                 "  upstream: 127.0.0.1:%d\n"
-                "  protocol: h2c\n" % (port, port))
+                "  protocol: h2c\n"
+                "  upstream_tls: true\n" % (port, port))
         path = self.write("h2c.yaml", text)
         proc = self.refused(1, "routes", "apply", "-f", path)
-        self.assertRegex(proc.stderr, r"(?m)^spacegatectl: %s:%d: \[1\]\.protocol: .*\b400\b"
-                         % (re.escape(path), line_of(text, "protocol: h2c")), h.describe_run(proc))
+        self.assertRegex(proc.stderr,
+                         r"(?m)^spacegatectl: %s:%d: \[1\]\.upstream_tls: .*\b400\b"
+                         % (re.escape(path), line_of(text, "upstream_tls: true")),
+                         h.describe_run(proc))
         # Clashes with a route already in the table (cli-a's host).
         clash = ("- id: thief\n"
                  "  host: cli-a.test\n"

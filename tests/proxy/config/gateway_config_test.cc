@@ -83,9 +83,14 @@ TEST(GatewayConfigTest, ErrorsNameLineFieldAndReason) {
       "  - id: b\n    host: b.test\n    upstream: 127.0.0.1\n";
   EXPECT_EQ(loadError(routes), ":7: routes[1].upstream: expected host:port or unix:/path");
   EXPECT_NE(loadError("routes: [\n"), "");  // not YAML at all
-  EXPECT_EQ(
-      loadError("routes:\n  - {id: a, host: a.test, upstream: '127.0.0.1:1', protocol: h2c}\n"),
-      ":2: routes[0].protocol: h2c upstreams are not supported by this gateway yet");
+  EXPECT_EQ(loadError("routes:\n  - {id: a, host: a.test, upstream: '127.0.0.1:1', protocol: h2c,"
+                      " upstream_tls: true}\n"),
+            ":2: routes[0].upstream_tls: h2c is HTTP/2 in the clear: TLS upstreams use protocol "
+            "http1");
+  EXPECT_EQ(loadError("listen:\n  - {address: '127.0.0.1:1', tls: true}\n"),
+            ":1: tls.certificates: a listener has \"tls\": true but no certificate is configured");
+  EXPECT_EQ(loadError("http2:\n  max_concurrent_streams: 0\n"),
+            ":2: http2.max_concurrent_streams: must be a whole number from 1 to 10000");
   EXPECT_EQ(loadError("limits:\n  write_low_water: 100000\n  write_high_water: 50000\n"),
             ":2: limits.write_low_water: must be below limits.write_high_water");
 }
