@@ -4,6 +4,14 @@
 
 namespace spacegate {
 
+std::string toLowerAscii(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
 bool isIdempotentMethod(uint8_t method) {
   switch (method) {
     case HTTP_GET:

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -25,6 +26,9 @@ using HeaderList = std::vector<HeaderField>;
 // Methods a client may repeat with the same effect (RFC 9110 9.2.2): the
 // gateway retries them once on a pooled connection the upstream had closed.
 bool isIdempotentMethod(uint8_t method);
+
+// The text with ASCII letters in lower case (HTTP/2 field names).
+std::string toLowerAscii(std::string_view text);
 
 // Case-insensitive ASCII comparison for header names and tokens.
 bool equalsIgnoringCase(std::string_view a, std::string_view b);

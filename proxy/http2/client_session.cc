@@ -12,20 +12,6 @@ namespace spacegate {
 
 namespace {
 
-nghttp2_nv field(std::string_view name, std::string_view value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
-std::string lowerCase(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 // The request fields as HTTP/2 fields: lower-case names, without those
 // HTTP/2 forbids (RFC 9113 8.2.2) or carries as pseudo-header fields.
 class Http2FieldCollector : public UpstreamFieldSink {
@@ -36,7 +22,7 @@ class Http2FieldCollector : public UpstreamFieldSink {
 
  private:
   void add(std::string_view name, std::string_view value) {
-    std::string lower = lowerCase(name);
+    std::string lower = toLowerAscii(name);
     if (lower == "host" || lower == "connection" || lower == "transfer-encoding" ||
         lower == "upgrade" || lower == "keep-alive" || lower == "proxy-connection") {
       return;
@@ -62,9 +48,10 @@ void Http2UpstreamStream::writeRequestHead(const RequestHead& request,
   Http2FieldCollector collector;
   forEachUpstreamRequestField(request, context, collector);
   std::string_view path = context.rewritten_path.empty() ? request.path : context.rewritten_path;
-  std::vector<nghttp2_nv> fields = {field(":method", request.method_name), field(":scheme", "http"),
-                                    field(":authority", request.host), field(":path", path)};
-  for (const auto& [name, value] : collector.fields) fields.push_back(field(name, value));
+  std::vector<nghttp2_nv> fields = {
+      http2Field(":method", request.method_name), http2Field(":scheme", "http"),
+      http2Field(":authority", request.host), http2Field(":path", path)};
+  for (const auto& [name, value] : collector.fields) fields.push_back(http2Field(name, value));
   bool has_body = request.framing != BodyFraming::kNone;
   request_ended_ = !has_body;
   nghttp2_data_provider provider;
@@ -144,9 +131,9 @@ ssize_t Http2UpstreamStream::readRequest(size_t length, uint32_t* data_flags) {
       std::vector<std::string> names;
       std::vector<nghttp2_nv> fields;
       names.reserve(request_trailers_.size());
-      for (const auto& [name, value] : request_trailers_) names.push_back(lowerCase(name));
+      for (const auto& [name, value] : request_trailers_) names.push_back(toLowerAscii(name));
       for (size_t i = 0; i < names.size(); ++i) {
-        fields.push_back(field(names[i], request_trailers_[i].second));
+        fields.push_back(http2Field(names[i], request_trailers_[i].second));
       }
       if (nghttp2_submit_trailer(session_.session(), id_, fields.data(), fields.size()) == 0) {
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -164,8 +151,8 @@ ssize_t Http2UpstreamStream::readRequest(size_t length, uint32_t* data_flags) {
 
 int Http2UpstreamStream::onHeader(std::string_view name, std::string_view value) {
   const Limits& limits = session_.limits();
-  if (head_text_.size() + name.size() + value.size() + 4 > limits.header_block_size ||
-      fields_.size() + response_trailers_.size() >= limits.header_field_count) {
+  if (fields_.size() + name.size() + value.size() + 4 > limits.header_block_size ||
+      fields_.count() + response_trailers_.size() >= limits.header_field_count) {
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // the stream is reset: a 502
   }
   response_byte_seen_ = true;
@@ -186,14 +173,7 @@ int Http2UpstreamStream::onHeader(std::string_view name, std::string_view value)
   }
   if (!name.empty() && name.front() == ':') return 0;
   if (name == "content-length") has_content_length_ = true;
-  FieldSpan span;
-  span.name_offset = head_text_.size();
-  span.name_size = name.size();
-  head_text_.append(name).append(": ");
-  span.value_offset = head_text_.size();
-  span.value_size = value.size();
-  head_text_.append(value).append("\r\n");
-  fields_.push_back(span);
+  fields_.add(name, value);
   return 0;
 }
 
@@ -211,9 +191,7 @@ void Http2UpstreamStream::onHeadersComplete(bool end_stream, bool trailers) {
   // A response that ends with its head and says no length: say 0, or an
   // HTTP/1.1 client would wait for the close.
   if (end_stream && !no_body && !has_content_length_) {
-    FieldSpan span{head_text_.size(), 14, head_text_.size() + 16, 1};
-    head_text_.append("content-length: 0\r\n");
-    fields_.push_back(span);
+    fields_.add("content-length", "0");
     has_content_length_ = true;
   }
   char status_text[4];
@@ -221,17 +199,14 @@ void Http2UpstreamStream::onHeadersComplete(bool end_stream, bool trailers) {
   std::string first_line =
       "HTTP/1.1 " + std::string(status_text, 3) + " " + std::string(statusReason(status_)) + "\r\n";
   BufferPool& buffers = session_.pool().buffers();
-  size_t size = first_line.size() + head_text_.size();
+  size_t size = first_line.size() + fields_.size();
   SlabRef slab =
       size > BufferPool::kStandardSize ? buffers.acquireLarge() : buffers.acquireStandard();
   if (size > slab.capacity()) {
-    session_.pool().loop();
     nghttp2_submit_rst_stream(session_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
     return;
   }
   std::memcpy(slab.data(), first_line.data(), first_line.size());
-  std::memcpy(slab.data() + first_line.size(), head_text_.data(), head_text_.size());
-  const char* head = slab.data() + first_line.size();
   ResponseHead response;
   response.version_major = 1;
   response.version_minor = 1;
@@ -239,14 +214,7 @@ void Http2UpstreamStream::onHeadersComplete(bool end_stream, bool trailers) {
   response.reason = statusReason(status_);
   response.raw_first_line = std::string_view(slab.data(), first_line.size());
   response.keep_alive = true;
-  for (const FieldSpan& span : fields_) {
-    HeaderField header;
-    header.name = std::string_view(head + span.name_offset, span.name_size);
-    header.value = std::string_view(head + span.value_offset, span.value_size);
-    header.raw_line = std::string_view(head + span.name_offset,
-                                       span.value_offset + span.value_size + 2 - span.name_offset);
-    response.headers.push_back(header);
-  }
+  fields_.layOut(slab.data() + first_line.size(), response.headers);
   if (no_body) {
     response.framing = BodyFraming::kNone;
   } else if (has_content_length_) {
@@ -261,7 +229,6 @@ void Http2UpstreamStream::onHeadersComplete(bool end_stream, bool trailers) {
     response.framing = BodyFraming::kChunked;
   }
   response.storage = std::move(slab);
-  head_text_.clear();
   fields_.clear();
   has_content_length_ = false;
   if (interim) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "config/limits.h"
+#include "http2/header_block.h"
 #include "net/socket_address.h"
 #include "upstream/upstream_connection.h"
 #include "upstream/upstream_exchange.h"
@@ -80,11 +81,7 @@ class Http2UpstreamStream : public UpstreamExchange {
   TrailerFields request_trailers_;
   uint64_t response_deadline_ms_ = 0;  // 0: not waiting
   // Response side.
-  std::string head_text_;
-  struct FieldSpan {
-    size_t name_offset, name_size, value_offset, value_size;
-  };
-  std::vector<FieldSpan> fields_;
+  HeaderBlock fields_;
   int status_ = 0;
   bool has_content_length_ = false;
   bool response_byte_seen_ = false;

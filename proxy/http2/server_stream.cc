@@ -33,12 +33,6 @@ bool methodNumber(std::string_view name, uint8_t& number) {
   return true;
 }
 
-nghttp2_nv field(std::string_view name, std::string_view value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
 // Response fields that belong to one HTTP/1.1 hop and are not valid in
 // HTTP/2 (RFC 9113 8.2.2).
 bool isConnectionSpecific(std::string_view name) {
@@ -47,14 +41,6 @@ bool isConnectionSpecific(std::string_view name) {
     if (equalsIgnoringCase(name, hop)) return true;
   }
   return false;
-}
-
-std::string lowerCase(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
 }
 
 double secondsBetween(uint64_t from_ns, uint64_t to_ns) {
@@ -117,14 +103,7 @@ int Http2Stream::onHeader(std::string_view name, std::string_view value, bool tr
     return 0;
   }
   if (name == "content-length") has_content_length_ = true;
-  FieldSpan span;
-  span.name_offset = head_text_.size();
-  span.name_size = name.size();
-  head_text_.append(name).append(": ");
-  span.value_offset = head_text_.size();
-  span.value_size = value.size();
-  head_text_.append(value).append("\r\n");
-  fields_.push_back(span);
+  fields_.add(name, value);
   return 0;
 }
 
@@ -169,39 +148,18 @@ bool Http2Stream::buildRequest() {
   // a slab, with the fields HTTP/2 carries elsewhere added back.
   // :authority is the request's host (RFC 9113 8.3.1): a Host field that
   // says otherwise must not reach the upstream, which would route by it.
-  bool has_host = false;
-  if (!authority_.empty()) {
-    std::erase_if(fields_, [&](const FieldSpan& span) {
-      return std::string_view(head_text_).substr(span.name_offset, span.name_size) == "host";
-    });
-  } else {
-    for (const FieldSpan& span : fields_) {
-      if (std::string_view(head_text_).substr(span.name_offset, span.name_size) == "host") {
-        has_host = true;
-      }
-    }
-  }
-  auto addField = [&](std::string_view name, std::string_view value) {
-    FieldSpan span;
-    span.name_offset = head_text_.size();
-    span.name_size = name.size();
-    head_text_.append(name).append(": ");
-    span.value_offset = head_text_.size();
-    span.value_size = value.size();
-    head_text_.append(value).append("\r\n");
-    fields_.push_back(span);
-  };
-  if (!has_host && !authority_.empty()) addField("host", authority_);
-  if (!cookie_.empty()) addField("cookie", cookie_);
+  if (!authority_.empty()) fields_.remove("host");
+  if (!authority_.empty()) fields_.add("host", authority_);
+  if (!cookie_.empty()) fields_.add("cookie", cookie_);
   if (websocket_) {
     // RFC 8441 drops the HTTP/1.1 handshake fields; the upstream needs them.
     uint8_t nonce[16];
     RAND_bytes(nonce, sizeof nonce);
-    addField("upgrade", "websocket");
-    addField("sec-websocket-key",
-             base64Encode(std::string_view(reinterpret_cast<char*>(nonce), sizeof nonce), true));
+    fields_.add("upgrade", "websocket");
+    fields_.add("sec-websocket-key",
+                base64Encode(std::string_view(reinterpret_cast<char*>(nonce), sizeof nonce), true));
   }
-  size_t size = method_.size() + path_.size() + head_text_.size();
+  size_t size = method_.size() + path_.size() + fields_.size();
   if (size > limits.header_block_size) {
     respondLocally(431, "request header block too large", "request header block too large");
     return false;
@@ -216,19 +174,9 @@ bool Http2Stream::buildRequest() {
   std::memcpy(bytes, path_.data(), path_.size());
   request_.target = request_.path = std::string_view(bytes, path_.size());
   bytes += path_.size();
-  std::memcpy(bytes, head_text_.data(), head_text_.size());
-  const char* head = bytes;
-  request_.headers.reserve(fields_.size());
-  for (const FieldSpan& span : fields_) {
-    HeaderField field;
-    field.name = std::string_view(head + span.name_offset, span.name_size);
-    field.value = trim(std::string_view(head + span.value_offset, span.value_size));
-    field.raw_line = std::string_view(head + span.name_offset,
-                                      span.value_offset + span.value_size + 2 - span.name_offset);
-    request_.headers.push_back(field);
-  }
+  fields_.layOut(bytes, request_.headers);
   request_.storage = std::move(slab);
-  head_text_ = std::string();
+  fields_.clear();
   cookie_ = std::string();
   const HeaderField* host = findHeader(request_.headers, "host");
   request_.host = !authority_.empty() ? std::string_view(authority_)
@@ -442,15 +390,8 @@ void Http2Stream::onUpstreamFailed(UpstreamExchange& exchange, UpstreamError err
   }
   error_ = upstreamErrorName(error);
   if (!response_started_) {
-    bool timeout =
-        error == UpstreamError::kConnectTimeout || error == UpstreamError::kResponseTimeout;
-    const char* detail =
-        error == UpstreamError::kConnectTimeout    ? "upstream connect timed out"
-        : error == UpstreamError::kResponseTimeout ? "upstream did not answer in time"
-        : error == UpstreamError::kInvalidResponse ? "upstream sent an invalid response"
-        : error == UpstreamError::kConnectFailed   ? "upstream unreachable"
-                                                   : "upstream closed the connection";
-    respondLocally(timeout ? 504 : 502, detail, upstreamErrorName(error));
+    respondLocally(upstreamErrorStatus(error), upstreamErrorDetail(error),
+                   upstreamErrorName(error));
   } else {
     session_.resetStream(id_, NGHTTP2_INTERNAL_ERROR, /*client_caused=*/false);
   }
@@ -464,7 +405,7 @@ void Http2Stream::onUpstreamResponseHead(ResponseHead& head) {
   std::vector<std::string> names;  // lower-cased copies the fields point into
   char status_text[4];
   std::to_chars(status_text, status_text + 3, head.status == 101 ? 200 : head.status);
-  fields.push_back(field(":status", std::string_view(status_text, 3)));
+  fields.push_back(http2Field(":status", std::string_view(status_text, 3)));
   if (head.status == 101) {
     if (!websocket_ || !upstream_ || !upstream_->connection()) {
       UpstreamExchange* upstream = upstream_;
@@ -480,14 +421,14 @@ void Http2Stream::onUpstreamResponseHead(ResponseHead& head) {
     for (const HeaderField& header : head.headers) {
       if (equalsIgnoringCase(header.name, "sec-websocket-protocol") ||
           equalsIgnoringCase(header.name, "sec-websocket-extensions")) {
-        names.push_back(lowerCase(header.name));
+        names.push_back(toLowerAscii(header.name));
       }
     }
     size_t index = 0;
     for (const HeaderField& header : head.headers) {
       if (equalsIgnoringCase(header.name, "sec-websocket-protocol") ||
           equalsIgnoringCase(header.name, "sec-websocket-extensions")) {
-        fields.push_back(field(names[index++], header.value));
+        fields.push_back(http2Field(names[index++], header.value));
       }
     }
     submitResponse(fields, true);
@@ -506,11 +447,11 @@ void Http2Stream::onUpstreamResponseHead(ResponseHead& head) {
   response_started_ = true;
   std::vector<const HeaderField*> forwarded = endToEndResponseFields(head);
   names.reserve(forwarded.size());
-  for (const HeaderField* header : forwarded) names.push_back(lowerCase(header->name));
+  for (const HeaderField* header : forwarded) names.push_back(toLowerAscii(header->name));
   for (size_t i = 0; i < forwarded.size(); ++i) {
     // "Trailer" announces HTTP/1.1 trailers; HTTP/2 sends them as HEADERS.
     if (names[i] == "trailer") continue;
-    fields.push_back(field(names[i], forwarded[i]->value));
+    fields.push_back(http2Field(names[i], forwarded[i]->value));
   }
   bool no_body = request_.method == HTTP_HEAD || head.status == 204 || head.status == 304 ||
                  (head.framing == BodyFraming::kContentLength && head.content_length == 0) ||
@@ -596,10 +537,10 @@ ssize_t Http2Stream::readResponse(size_t length, uint32_t* data_flags) {
       std::vector<std::string> names;
       names.reserve(response_trailers_.size());
       std::vector<nghttp2_nv> fields;
-      for (const auto& [name, value] : response_trailers_) names.push_back(lowerCase(name));
+      for (const auto& [name, value] : response_trailers_) names.push_back(toLowerAscii(name));
       for (size_t i = 0; i < response_trailers_.size(); ++i) {
         if (isConnectionSpecific(names[i])) continue;
-        fields.push_back(field(names[i], response_trailers_[i].second));
+        fields.push_back(http2Field(names[i], response_trailers_[i].second));
       }
       if (!fields.empty() &&
           nghttp2_submit_trailer(session_.session(), id_, fields.data(), fields.size()) == 0) {
@@ -666,12 +607,12 @@ void Http2Stream::respondLocally(int status, std::string_view detail, const char
   std::string length = std::to_string(body.size());
   std::vector<std::string> names;
   names.reserve(extra.size());
-  for (const auto& [name, value] : extra) names.push_back(lowerCase(name));
-  std::vector<nghttp2_nv> fields = {field(":status", std::string_view(code, 3)),
-                                    field("content-type", "text/plain; charset=utf-8"),
-                                    field("content-length", length),
-                                    field("x-request-id", request_id_)};
-  for (size_t i = 0; i < extra.size(); ++i) fields.push_back(field(names[i], extra[i].second));
+  for (const auto& [name, value] : extra) names.push_back(toLowerAscii(name));
+  std::vector<nghttp2_nv> fields = {http2Field(":status", std::string_view(code, 3)),
+                                    http2Field("content-type", "text/plain; charset=utf-8"),
+                                    http2Field("content-length", length),
+                                    http2Field("x-request-id", request_id_)};
+  for (size_t i = 0; i < extra.size(); ++i) fields.push_back(http2Field(names[i], extra[i].second));
   BufferPool& buffers = session_.worker().buffers();
   if (method_ == "HEAD") {
     // The body's length, not the body (RFC 9110 9.3.2).

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "http/message.h"
+#include "http2/header_block.h"
 #include "net/buffer.h"
 #include "route/route_table.h"
 #include "upstream/upstream_connection.h"
@@ -93,11 +94,7 @@ class Http2Stream : private UpstreamExchange::Owner {
 
   // The header block as received: "name: value\r\n" lines (RequestHead's
   // raw_line views point into the slab they are copied to).
-  std::string head_text_;
-  struct FieldSpan {
-    size_t name_offset, name_size, value_offset, value_size;
-  };
-  std::vector<FieldSpan> fields_;
+  HeaderBlock fields_;
   std::string cookie_;  // crumbs joined with "; " (RFC 9113 8.2.3)
   std::string method_, scheme_, authority_, path_, protocol_;
   uint32_t field_count_ = 0;

@@ -614,15 +614,7 @@ void ClientConnection::onUpstreamFailed(UpstreamExchange& connection, UpstreamEr
       return;
     }
     error_ = upstreamErrorName(error);
-    bool timeout =
-        error == UpstreamError::kConnectTimeout || error == UpstreamError::kResponseTimeout;
-    const char* detail =
-        error == UpstreamError::kConnectTimeout    ? "upstream connect timed out"
-        : error == UpstreamError::kResponseTimeout ? "upstream did not answer in time"
-        : error == UpstreamError::kInvalidResponse ? "upstream sent an invalid response"
-        : error == UpstreamError::kConnectFailed   ? "upstream unreachable"
-                                                   : "upstream closed the connection";
-    respondLocally(timeout ? 504 : 502, detail, !request_complete_);
+    respondLocally(upstreamErrorStatus(error), upstreamErrorDetail(error), !request_complete_);
     return;
   }
   error_ = upstreamErrorName(error);

@@ -1,5 +1,6 @@
 #include "tls/tls_context_set.h"
 
+#include "http/message.h"
 #include "tls/tls_connection.h"
 
 #include <openssl/err.h>
@@ -30,14 +31,6 @@ std::string lastSslError() {
   return text;
 }
 
-std::string lowerCase(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 std::vector<std::string> certificateNames(X509* leaf) {
   std::vector<std::string> names;
   auto* alt_names =
@@ -48,8 +41,8 @@ std::vector<std::string> certificateNames(X509* leaf) {
       if (name->type != GEN_DNS) continue;
       const ASN1_STRING* text = name->d.dNSName;
       names.push_back(
-          lowerCase(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
-                                     static_cast<size_t>(ASN1_STRING_length(text)))));
+          toLowerAscii(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
+                                        static_cast<size_t>(ASN1_STRING_length(text)))));
     }
     GENERAL_NAMES_free(alt_names);
   }
@@ -58,7 +51,7 @@ std::vector<std::string> certificateNames(X509* leaf) {
     char common_name[256];
     int length = X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, common_name,
                                            sizeof common_name);
-    if (length > 0) names.push_back(lowerCase(std::string_view(common_name, length)));
+    if (length > 0) names.push_back(toLowerAscii(std::string_view(common_name, length)));
   }
   return names;
 }
@@ -190,7 +183,7 @@ std::shared_ptr<const TlsContextSet> TlsContextSet::load(const TlsConfig& config
 
 SSL_CTX* TlsContextSet::select(std::string_view server_name) const {
   if (server_name.empty() || server_name.size() > 253) return nullptr;
-  std::string name = lowerCase(server_name);
+  std::string name = toLowerAscii(server_name);
   if (auto exact = exact_.find(name); exact != exact_.end()) return exact->second;
   size_t dot = name.find('.');
   if (dot == std::string::npos || dot == 0) return nullptr;

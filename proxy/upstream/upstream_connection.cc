@@ -19,6 +19,23 @@ const char* upstreamErrorName(UpstreamError error) {
   return "error";
 }
 
+int upstreamErrorStatus(UpstreamError error) {
+  bool timeout =
+      error == UpstreamError::kConnectTimeout || error == UpstreamError::kResponseTimeout;
+  return timeout ? 504 : 502;
+}
+
+const char* upstreamErrorDetail(UpstreamError error) {
+  switch (error) {
+    case UpstreamError::kConnectTimeout: return "upstream connect timed out";
+    case UpstreamError::kResponseTimeout: return "upstream did not answer in time";
+    case UpstreamError::kInvalidResponse: return "upstream sent an invalid response";
+    case UpstreamError::kConnectFailed: return "upstream unreachable";
+    case UpstreamError::kClosedEarly: return "upstream closed the connection";
+  }
+  return "upstream failed";
+}
+
 UpstreamConnection::UpstreamConnection(UpstreamPool& pool, std::string key, const Limits& limits)
     : pool_(pool),
       key_(std::move(key)),

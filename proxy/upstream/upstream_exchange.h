@@ -28,6 +28,10 @@ enum class UpstreamError {
 };
 
 const char* upstreamErrorName(UpstreamError error);
+// The gateway's own answer when an upstream fails before its response
+// started: 504 for the timeouts, else 502, and the reason line's detail.
+int upstreamErrorStatus(UpstreamError error);
+const char* upstreamErrorDetail(UpstreamError error);
 
 using TrailerFields = std::vector<std::pair<std::string, std::string>>;
 
