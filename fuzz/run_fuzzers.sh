@@ -26,11 +26,13 @@ jobs=${FUZZ_JOBS:-1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# Longest input per target: whole pipelined exchanges for HTTP, a config
-# file or a routes body for the others.
+# Longest input per target: whole pipelined exchanges for HTTP/1, room for
+# a full 16 KiB DATA frame or an HPACK-amplified header block for HTTP/2, a
+# config file or a routes body for the others.
 max_len_of() {
   case $1 in
     http1_*) echo 8192 ;;
+    http2_*) echo 16384 ;;
     *) echo 4096 ;;
   esac
 }

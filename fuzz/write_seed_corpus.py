@@ -10,7 +10,8 @@ byte 0 seeds the read sizes, byte 1 the limits (requests) or the request
 being answered (responses). Seeds come from the RFCs' own examples, requests
 that real browser IDEs send (Chromium, VS Code / code-server, Jupyter), and
 every smuggling case of tests/integration/smuggling_test.py and
-tests/proxy/http1/*_test.cc."""
+tests/proxy/http1/*_test.cc. The HTTP/2 client streams (http2_frames) are
+frames and HPACK built by hand below."""
 
 import json
 import os
@@ -471,6 +472,290 @@ ROUTE_BODIES = {
 }
 
 
+# ---------------------------------------------------------------------------
+# HTTP/2 client streams (fuzz/http2_frames_fuzzer.cc): control byte 1 = 3 for
+# no preface in front (else the fuzzer prepends it) | 4 tight limits | 8 TLS
+# | 16 slow client | 32 loop between reads | 64 route retirement and drain
+# | 128 failing socket. Frames and HPACK are built by hand (no Huffman), so
+# the seeds need nothing beyond the standard library.
+# ---------------------------------------------------------------------------
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+NO_PREFACE, TIGHT, TLS, SLOW, LOOP, EVENTS, FAILING = 3, 4, 8, 16, 32, 64, 128
+H2_DATA, H2_HEADERS, H2_PRIORITY, H2_RST_STREAM, H2_SETTINGS, H2_PUSH_PROMISE, H2_PING, \
+    H2_GOAWAY, H2_WINDOW_UPDATE, H2_CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([kind, flags])
+            + stream.to_bytes(4, "big") + payload)
+
+
+def h2_settings(*pairs, ack=False):
+    payload = b"".join(key.to_bytes(2, "big") + value.to_bytes(4, "big")
+                       for key, value in pairs)
+    return h2_frame(H2_SETTINGS, ACK if ack else 0, 0, payload)
+
+
+def hpack_integer(value, prefix_bits, first_byte_flags=0):
+    """RFC 7541 5.1."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first_byte_flags | value])
+    out = [first_byte_flags | limit]
+    value -= limit
+    while value >= 128:
+        out.append(value % 128 + 128)
+        value //= 128
+    out.append(value)
+    return bytes(out)
+
+
+def hpack_string(text):
+    data = text if isinstance(text, bytes) else text.encode("latin-1")
+    return hpack_integer(len(data), 7) + data  # H = 0: no Huffman
+
+
+def hpack_indexed(index):
+    return hpack_integer(index, 7, 0x80)
+
+
+def hpack_literal(name, value, indexing=False):
+    """A literal field: `name` is a static/dynamic table index or a string.
+    Without indexing (0000xxxx) unless `indexing` (01xxxxxx)."""
+    prefix, flags = (6, 0x40) if indexing else (4, 0x00)
+    if isinstance(name, int):
+        return hpack_integer(name, prefix, flags) + hpack_string(value)
+    return bytes([flags]) + hpack_string(name) + hpack_string(value)
+
+
+# Static table indexes (RFC 7541 appendix A).
+AUTHORITY, METHOD_GET, METHOD_POST, PATH_ROOT, PATH_INDEX, SCHEME_HTTP, SCHEME_HTTPS = range(1, 8)
+ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, USER_AGENT = \
+    19, 23, 28, 31, 32, 38, 58
+
+
+def request_block(method, path, authority, *fields, scheme=SCHEME_HTTPS):
+    """A request header block: pseudo-headers as literals where the static
+    table has no entry, then `fields` (already encoded)."""
+    out = b""
+    if method == "GET":
+        out += hpack_indexed(METHOD_GET)
+    elif method == "POST":
+        out += hpack_indexed(METHOD_POST)
+    else:
+        out += hpack_literal(METHOD_GET, method)
+    out += hpack_indexed(scheme)
+    out += hpack_indexed(PATH_ROOT) if path == "/" else hpack_literal(PATH_ROOT, path)
+    if authority is not None:
+        out += hpack_literal(AUTHORITY, authority)
+    return out + b"".join(fields)
+
+
+def h2_headers(stream, block, end_stream=True, end_headers=True):
+    flags = (END_STREAM if end_stream else 0) | (END_HEADERS if end_headers else 0)
+    return h2_frame(H2_HEADERS, flags, stream, block)
+
+
+def h2_data(stream, data, end_stream=False):
+    return h2_frame(H2_DATA, END_STREAM if end_stream else 0, stream, data)
+
+
+def h2_rst(stream, code=8):  # CANCEL
+    return h2_frame(H2_RST_STREAM, 0, stream, code.to_bytes(4, "big"))
+
+
+def h2_window_update(stream, increment):
+    return h2_frame(H2_WINDOW_UPDATE, 0, stream, increment.to_bytes(4, "big"))
+
+
+def h2_ping(payload=b"01234567", ack=False):
+    return h2_frame(H2_PING, ACK if ack else 0, 0, payload)
+
+
+# A browser's opening SETTINGS (Chromium's values) and a short one.
+BROWSER_SETTINGS = h2_settings((1, 65536), (2, 0), (4, 6291456), (6, 262144))
+CLIENT_SETTINGS = h2_settings((2, 0), (3, 100), (4, 65535), (5, 16384))
+GET_APP = request_block("GET", "/index.html?x=1", "app.test",
+                        hpack_literal(USER_AGENT, "curl/8.5.0"), hpack_literal(ACCEPT, "*/*"))
+NAVIGATE = request_block(
+    "GET", "/gs/gs-x/tree?sg_token=eyJ0.eyJz.c2ln", "gw.test",
+    hpack_literal(ACCEPT, "text/html,application/xhtml+xml"),
+    hpack_literal("sec-fetch-mode", "navigate"), hpack_literal(COOKIE, "a=1"),
+    hpack_literal(COOKIE, "sg_token=eyJhbGciOiJFZERTQSJ9.e30.c2ln"),
+    hpack_literal(USER_AGENT, CHROMIUM_UA))
+
+
+def post_block(stream_length=None, path="/api/items"):
+    fields = [hpack_literal(CONTENT_TYPE, "application/json")]
+    if stream_length is not None:
+        fields.append(hpack_literal(CONTENT_LENGTH, str(stream_length)))
+    return request_block("POST", path, "x.gitspaces.test", *fields)
+
+
+def many_streams(count, block_for):
+    return b"".join(block_for(2 * i + 1) for i in range(count))
+
+
+H2_STREAMS = {
+    "settings-and-ack": (0, BROWSER_SETTINGS + h2_settings(ack=True)),
+    "get-literal-fields": (0, CLIENT_SETTINGS + h2_headers(1, GET_APP)),
+    "get-every-route": (0, CLIENT_SETTINGS + b"".join(
+        h2_headers(2 * i + 1, request_block("GET", path, host))
+        for i, (host, path) in enumerate([
+            ("app.test", "/"), ("gs-abc.gitspaces.test", "/static/x.js"),
+            ("agent.test", "/v1/exec"), ("gw.test", "/gs/gs-x/lab"), ("gw.test", "/gs/gs-y"),
+            ("nowhere.test", "/"), ("APP.test.", "/upper")]))),
+    "browser-navigation-login-redirect": (0, BROWSER_SETTINGS + h2_headers(1, NAVIGATE)),
+    "bearer-and-request-id": (0, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "GET", "/v1/status", "agent.test",
+        hpack_literal(AUTHORIZATION, "Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln"),
+        hpack_literal("x-request-id", "client-id_1.2:3+4/5=")))),
+    "host-field-without-authority": (0, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "GET", "/", None, hpack_literal(HOST, "app.test"), scheme=SCHEME_HTTP))),
+    "post-with-content-length-data": (0, CLIENT_SETTINGS + h2_headers(
+        1, post_block(11), end_stream=False) + h2_data(1, b'{"a":"hel', False)
+        + h2_data(1, b'o"}', True)),
+    "post-without-length-data": (0, CLIENT_SETTINGS + h2_headers(
+        1, post_block(), end_stream=False) + h2_data(1, b"chunk-one")
+        + h2_data(1, b"chunk-two") + h2_data(1, b"", True)),
+    "post-trailers": (0, CLIENT_SETTINGS + h2_headers(1, post_block(), end_stream=False)
+                      + h2_data(1, b"body") + h2_headers(
+                          1, hpack_literal("x-checksum", "abc123"), end_stream=True)),
+    "post-padded-data": (0, CLIENT_SETTINGS + h2_headers(1, post_block(4), end_stream=False)
+                         + h2_frame(H2_DATA, PADDED | END_STREAM, 1,
+                                    b"\x05" + b"data" + b"\x00" * 5)),
+    "headers-padded-priority": (0, CLIENT_SETTINGS + h2_frame(
+        H2_HEADERS, END_STREAM | END_HEADERS | PADDED | PRIORITY_FLAG, 1,
+        b"\x03" + b"\x80\x00\x00\x00\x10" + GET_APP + b"\x00\x00\x00")),
+    "priority-and-unknown-frames": (0, CLIENT_SETTINGS
+                                    + h2_frame(H2_PRIORITY, 0, 3, b"\x00\x00\x00\x01\x20")
+                                    + h2_frame(0x0a, 0, 0, b"\x00\x05h2.test")  # ALTSVC
+                                    + h2_frame(0xfa, 0xff, 5, b"unknown")
+                                    + h2_headers(1, GET_APP)),
+    "rst-stream-after-headers": (0, CLIENT_SETTINGS + h2_headers(
+        1, post_block(100), end_stream=False) + h2_rst(1) + h2_data(1, b"late", True)),
+    "ping-and-ping-ack": (0, CLIENT_SETTINGS + h2_ping() + h2_ping(b"\xff" * 8)
+                          + h2_ping(b"ackedack", ack=True)),
+    "window-updates": (0, CLIENT_SETTINGS + h2_window_update(0, 1 << 20)
+                       + h2_headers(1, GET_APP) + h2_window_update(1, 4096)
+                       + h2_window_update(3, 1)),
+    "zero-window-then-update": (0, h2_settings((4, 0)) + h2_headers(1, GET_APP)
+                                + h2_headers(3, GET_APP) + h2_window_update(1, 10)
+                                + h2_window_update(1, 1000)),
+    "window-overflow": (0, CLIENT_SETTINGS + h2_window_update(0, 0x7fffffff)),
+    "continuation": (0, CLIENT_SETTINGS + h2_headers(1, GET_APP[:5], end_headers=False)
+                     + h2_frame(H2_CONTINUATION, 0, 1, GET_APP[5:12])
+                     + h2_frame(H2_CONTINUATION, END_HEADERS, 1, GET_APP[12:])),
+    "continuation-flood": (0, CLIENT_SETTINGS + h2_headers(1, GET_APP, end_headers=False)
+                           + b"".join(h2_frame(H2_CONTINUATION, 0, 1,
+                                               hpack_literal("x-flood", "a")) for _ in range(12))
+                           + h2_frame(H2_CONTINUATION, END_HEADERS, 1, b"")),
+    "continuation-interleaved": (0, CLIENT_SETTINGS + h2_headers(1, GET_APP, end_headers=False)
+                                 + h2_ping() + h2_frame(H2_CONTINUATION, END_HEADERS, 1, b"")),
+    "head-request": (0, CLIENT_SETTINGS + h2_headers(1, request_block("HEAD", "/x", "app.test"))),
+    "extended-connect-websocket": (0, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "CONNECT", "/ws?reconnection=false", "gs-abc.gitspaces.test",
+        hpack_literal(":protocol", "websocket"), hpack_literal("sec-websocket-version", "13"),
+        hpack_literal("origin", "https://gs-abc.gitspaces.test")), end_stream=False)
+        + h2_data(1, b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58")),
+    "plain-connect": (0, CLIENT_SETTINGS + h2_headers(
+        1, hpack_literal(METHOD_GET, "CONNECT") + hpack_literal(AUTHORITY, "10.0.0.5:22"),
+        end_stream=False)),
+    "protocol-without-connect": (0, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "GET", "/", "app.test", hpack_literal(":protocol", "websocket")))),
+    "bad-pseudo-headers": (0, CLIENT_SETTINGS + b"".join([
+        h2_headers(1, hpack_indexed(METHOD_GET) + hpack_literal(AUTHORITY, "app.test")),
+        h2_headers(3, request_block("GET", "relative", "app.test")),
+        h2_headers(5, request_block("GET", "/", "app.test") + hpack_indexed(METHOD_GET)),
+        h2_headers(7, request_block("FROB", "/", "app.test")),
+        h2_headers(9, request_block("GET", "/", "app.test")
+                   + hpack_literal(":path", "/late-pseudo")),
+    ])),
+    "bad-fields": (0, CLIENT_SETTINGS + b"".join([
+        h2_headers(1, request_block("GET", "/", "app.test", hpack_literal("Upper", "x"))),
+        h2_headers(3, request_block("GET", "/", "app.test",
+                                    hpack_literal("connection", "keep-alive"))),
+        h2_headers(5, request_block("GET", "/", "app.test",
+                                    hpack_literal("x-crlf", "a\r\nHost: evil.test"))),
+        h2_headers(7, request_block("GET", "/", "app.test", hpack_literal("te", "gzip"))),
+        h2_headers(9, request_block("GET", "/", "app.test",
+                                    hpack_literal(CONTENT_LENGTH, "1, 2"))),
+        h2_headers(11, request_block("GET", "/", "app.test",
+                                     hpack_literal("transfer-encoding", "chunked"))),
+    ])),
+    "content-length-mismatch": (0, CLIENT_SETTINGS + h2_headers(
+        1, post_block(3), end_stream=False) + h2_data(1, b"too long", True)),
+    "dynamic-table-references": (0, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "GET", "/", "app.test", hpack_literal("x-big", "v" * 200, indexing=True)))
+        + h2_headers(3, request_block("GET", "/", "app.test", *[hpack_indexed(62)] * 40))
+        + h2_headers(5, b"\x3f\xe1\x1f" + request_block("GET", "/", "app.test"))),  # size update
+    "client-goaway": (0, CLIENT_SETTINGS + h2_headers(1, GET_APP)
+                      + h2_frame(H2_GOAWAY, 0, 0, b"\x00\x00\x00\x01\x00\x00\x00\x00bye")),
+    "settings-bad-values": (0, h2_settings((2, 2), (4, 0x80000000), (5, 100))),
+    "push-promise-from-client": (0, CLIENT_SETTINGS + h2_frame(
+        H2_PUSH_PROMISE, END_HEADERS, 1, b"\x00\x00\x00\x02" + GET_APP)),
+    "stream-id-going-down": (0, CLIENT_SETTINGS + h2_headers(5, GET_APP) + h2_headers(3, GET_APP)),
+    "even-stream-id": (0, CLIENT_SETTINGS + h2_headers(2, GET_APP)),
+    "data-on-idle-stream": (0, CLIENT_SETTINGS + h2_data(7, b"nobody", True)),
+    "oversized-frame": (0, CLIENT_SETTINGS + h2_frame(H2_PING, 0, 0, b"x" * 16385)),
+    # Tight limits (1 KiB blocks, 8 fields, 16-byte bodies, 4 streams, ...).
+    "tight-field-count": (TIGHT, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "GET", "/", "app.test", *[hpack_literal("x-f%d" % i, "v") for i in range(10)]))),
+    "tight-header-block-hpack-bomb": (TIGHT, CLIENT_SETTINGS + h2_headers(1, request_block(
+        "GET", "/", "app.test", hpack_literal("x-bomb", "b" * 600, indexing=True)))
+        + h2_headers(3, request_block("GET", "/", "app.test", hpack_indexed(62),
+                                      hpack_indexed(62)))),
+    "tight-body-too-large": (TIGHT, CLIENT_SETTINGS + h2_headers(
+        1, post_block(), end_stream=False) + h2_data(1, b"x" * 20) + h2_data(1, b"y", True)),
+    "tight-window-exceeded": (TIGHT, CLIENT_SETTINGS + h2_headers(
+        1, post_block(), end_stream=False) + h2_data(1, b"z" * 100, True)),
+    "tight-too-many-streams": (TIGHT, CLIENT_SETTINGS + h2_settings(ack=True) + many_streams(
+        8, lambda s: h2_headers(s, post_block(), end_stream=False))),
+    "tight-rapid-reset": (TIGHT, CLIENT_SETTINGS + many_streams(
+        12, lambda s: h2_headers(s, GET_APP, end_stream=False) + h2_rst(s))),
+    # Found by the fuzzer: past nghttp2's Rapid Reset limit it queues
+    # GOAWAY(9) yet begins streams 11 to 15 of the same read, and the GOAWAY
+    # for the RST_STREAM on an idle stream then announces 15 (one read: cut
+    # into small reads, the gateway's own reset budget ends it first).
+    "tight-rapid-reset-then-protocol-error": (TIGHT, CLIENT_SETTINGS + many_streams(
+        7, lambda s: h2_headers(s, GET_APP, end_stream=False) + h2_rst(s))
+        + h2_headers(15, GET_APP, end_stream=False) + h2_rst(0xfe00000f)
+        + b"".join(h2_headers(s, GET_APP, end_stream=False) + h2_rst(s)
+                   for s in range(17, 25, 2))),
+    "tight-settings-flood": (TIGHT, b"".join(h2_settings((3, 10)) for _ in range(12))),
+    "tight-slow-client-ping-flood": (TIGHT | SLOW, CLIENT_SETTINGS + b"".join(
+        h2_ping(b"%08d" % i) for i in range(120))),
+    "tight-continuation-limit": (TIGHT, CLIENT_SETTINGS + h2_headers(
+        1, GET_APP[:3], end_headers=False) + b"".join(
+        h2_frame(H2_CONTINUATION, 0, 1, GET_APP[3 + i:4 + i]) for i in range(4))
+        + h2_frame(H2_CONTINUATION, END_HEADERS, 1, GET_APP[7:])),
+    # The other switches.
+    "tls-navigation": (TLS, BROWSER_SETTINGS + h2_headers(1, NAVIGATE)),
+    "loop-between-reads-many-streams": (LOOP, CLIENT_SETTINGS + many_streams(
+        6, lambda s: h2_headers(s, GET_APP))),
+    "route-retired-then-drain": (EVENTS, CLIENT_SETTINGS + h2_headers(
+        1, post_block(), end_stream=False) + h2_headers(3, GET_APP) + h2_data(1, b"more")
+        + h2_headers(5, GET_APP)),
+    # Answered, but held at a zero window when its route is retired.
+    "route-retired-while-response-waits": (EVENTS, h2_settings((4, 0)) + h2_headers(1, GET_APP)
+                                           + h2_headers(3, NAVIGATE)),
+    "failing-socket": (FAILING, CLIENT_SETTINGS + many_streams(4, lambda s: h2_headers(s, GET_APP))),
+    "no-preface-http1-request": (NO_PREFACE, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"),
+    "no-preface-own-preface": (NO_PREFACE, H2_PREFACE + CLIENT_SETTINGS + h2_headers(1, GET_APP)),
+    "no-preface-truncated": (NO_PREFACE, H2_PREFACE[:10]),
+}
+
+
+# Seeds whose finding needs the stream in one read.
+H2_WHOLE_READ = {"tight-rapid-reset-then-protocol-error", "route-retired-while-response-waits"}
+
+
+def http2_seeds():
+    return {name: bytes([WHOLE if name in H2_WHOLE_READ else split_for(name), options]) + data
+            for name, (options, data) in sorted(H2_STREAMS.items())}
+
+
 def write(target, name, data):
     folder = os.path.join(HERE, "corpus", target)
     os.makedirs(folder, exist_ok=True)
@@ -489,6 +774,8 @@ def main():
         write("route_json", name, json.dumps(body, indent=1))
     write("route_json", "bad-truncated.json", json.dumps(ROUTE_OBJECT)[:-10])
     write("route_json", "bad-deep-nesting.json", "[" * 500 + "]" * 500)
+    for name, data in http2_seeds().items():
+        write("http2_frames", name, data)
 
 
 if __name__ == "__main__":

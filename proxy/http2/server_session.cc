@@ -29,7 +29,8 @@ Http2ServerSession::Http2ServerSession(Worker& worker, Http2Transport& transport
     : worker_(worker),
       transport_(transport),
       limits_(worker.http2Limits()),
-      sent_resets_(limits_.stream_reset_burst, limits_.stream_reset_rate) {}
+      sent_resets_(limits_.stream_reset_burst, limits_.stream_reset_rate),
+      received_resets_(limits_.stream_reset_burst, limits_.stream_reset_rate) {}
 
 Http2ServerSession::~Http2ServerSession() {
   abandon();
@@ -50,6 +51,14 @@ bool Http2ServerSession::start() {
   nghttp2_session_callbacks_set_send_data_callback(callbacks, &Http2ServerSession::onSendData);
   nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks,
                                                           &Http2ServerSession::onBeginHeaders);
+  // Once nghttp2 has queued a GOAWAY of its own (its Rapid Reset limit) it
+  // would go on with the rest of the read, and a later error there would
+  // send a second GOAWAY naming later streams (RFC 9113 6.8 forbids the
+  // rise): the next frame stops the read instead.
+  nghttp2_session_callbacks_set_on_begin_frame_callback(
+      callbacks, [](nghttp2_session*, const nghttp2_frame_hd*, void* user_data) {
+        return sessionOf(user_data)->cut_off_ ? static_cast<int>(NGHTTP2_ERR_CALLBACK_FAILURE) : 0;
+      });
   nghttp2_session_callbacks_set_on_header_callback(callbacks, &Http2ServerSession::onHeader);
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks,
                                                        &Http2ServerSession::onFrameReceived);
@@ -74,8 +83,11 @@ bool Http2ServerSession::start() {
   nghttp2_option_set_max_continuations(option, limits_.max_continuations);
   nghttp2_option_set_max_settings(option, limits_.max_settings);
   nghttp2_option_set_max_outbound_ack(option, limits_.max_outbound_ack);
-  nghttp2_option_set_stream_reset_rate_limit(option, limits_.stream_reset_burst,
-                                             limits_.stream_reset_rate);
+  // The gateway's own count of the client's resets (received_resets_) cuts
+  // a Rapid Reset off first, and stops the read there; nghttp2's limit, at
+  // twice the budget, stays as a second line.
+  nghttp2_option_set_stream_reset_rate_limit(option, uint64_t{limits_.stream_reset_burst} * 2,
+                                             uint64_t{limits_.stream_reset_rate} * 2);
   // Closed streams are not kept for priority bookkeeping (memory per reset).
   nghttp2_option_set_no_closed_streams(option, 1);
   int result = nghttp2_session_server_new2(&session_, callbacks, this, option);
@@ -121,6 +133,11 @@ bool Http2ServerSession::receive(const SlabRef& slab, const char* data, size_t s
   input_slab_ = nullptr;
   input_begin_ = input_end_ = nullptr;
   if (abandoned_) return false;
+  if (result < 0 && cut_off_) {
+    // The read stopped at cutOff: its GOAWAY goes out, then the close.
+    terminate(NGHTTP2_ENHANCE_YOUR_CALM, "cut off");
+    return false;
+  }
   if (result < 0) {
     // Fatal for the connection: a protocol error, a flood nghttp2 caught
     // (NGHTTP2_ERR_FLOODED), too many CONTINUATIONs, a bad preface.
@@ -174,9 +191,9 @@ void Http2ServerSession::onTransportDrained() {
 
 void Http2ServerSession::terminate(uint32_t error_code, const char* reason) {
   if (ended_ || abandoned_) return;
-  // A GOAWAY already queued (by nghttp2, or by the reset budget) stays the
-  // only one: a second would name a later last stream (RFC 9113 6.8).
-  bool goaway_queued = !nghttp2_session_want_read(session_);
+  // A GOAWAY already queued (by nghttp2, or by cutOff) stays the only one:
+  // a second would name a later last stream (RFC 9113 6.8).
+  bool goaway_queued = cut_off_ || !nghttp2_session_want_read(session_);
   logEvent(LogLevel::kInfo, "HTTP/2 connection ended by the gateway")
       .with("client", transport_.clientIp())
       .with("reason", reason)
@@ -191,6 +208,14 @@ void Http2ServerSession::terminate(uint32_t error_code, const char* reason) {
   transport_.submitClientWrite();
   if (abandoned_) return;
   transport_.closeAfterSessionEnd();
+}
+
+void Http2ServerSession::cutOff(const char* reason) {
+  if (cut_off_ || ended_ || abandoned_) return;
+  cut_off_ = true;  // no further frame of this client is processed
+  going_away_ = true;
+  logEvent(LogLevel::kInfo, reason).with("client", transport_.clientIp()).emit();
+  nghttp2_session_terminate_session(session_, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
 void Http2ServerSession::shutdownGracefully() {
@@ -366,7 +391,15 @@ int Http2ServerSession::onHeader(nghttp2_session* session, const nghttp2_frame* 
 }
 
 int Http2ServerSession::onFrameReceived(nghttp2_session* session, const nghttp2_frame* frame,
-                                        void*) {
+                                        void* user_data) {
+  Http2ServerSession* self = sessionOf(user_data);
+  if (frame->hd.type == NGHTTP2_RST_STREAM &&
+      !self->received_resets_.spend(uv_now(self->worker_.loop()))) {
+    // Rapid Reset (CVE-2023-44487): the client makes the gateway start and
+    // drop work faster than the budget allows.
+    self->cutOff("HTTP/2 connection ended: too many stream resets from the client");
+    return 0;
+  }
   Http2Stream* stream = frame->hd.stream_id ? streamOf(session, frame->hd.stream_id) : nullptr;
   if (!stream) return 0;
   bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
@@ -438,11 +471,7 @@ int Http2ServerSession::onFrameSent(nghttp2_session*, const nghttp2_frame* frame
     if (uncounted != self->uncounted_resets_.end()) {
       self->uncounted_resets_.erase(uncounted);
     } else if (!self->sent_resets_.spend(uv_now(self->worker_.loop())) && !self->ended_) {
-      self->going_away_ = true;
-      logEvent(LogLevel::kInfo, "HTTP/2 connection ended: too many stream resets")
-          .with("client", self->transport_.clientIp())
-          .emit();
-      nghttp2_session_terminate_session(self->session_, NGHTTP2_ENHANCE_YOUR_CALM);
+      self->cutOff("HTTP/2 connection ended: too many stream resets caused by the client");
     }
   }
   return 0;

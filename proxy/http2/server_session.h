@@ -87,6 +87,9 @@ class Http2ServerSession {
   void consume(int32_t stream_id, size_t size);
   // Ends the session: GOAWAY with `error_code`, then close.
   void terminate(uint32_t error_code, const char* reason);
+  // Abuse: GOAWAY(ENHANCE_YOUR_CALM), and nothing more of the client's is
+  // read (the frames after it in the same read included).
+  void cutOff(const char* reason);
 
  private:
   static ssize_t onSend(nghttp2_session* session, const uint8_t* data, size_t length, int flags,
@@ -116,9 +119,10 @@ class Http2ServerSession {
   Http2Transport& transport_;
   const Http2Limits& limits_;
   nghttp2_session* session_ = nullptr;
-  std::vector<Http2Stream*> streams_;  // open streams
-  std::vector<Http2Stream*> retired_;  // closed, waiting for a safe point
-  ResetBudget sent_resets_;
+  std::vector<Http2Stream*> streams_;         // open streams
+  std::vector<Http2Stream*> retired_;         // closed, waiting for a safe point
+  ResetBudget sent_resets_;                   // resets the gateway sends because of the client
+  ResetBudget received_resets_;               // the client's RST_STREAMs (Rapid Reset)
   std::vector<int32_t> uncounted_resets_;     // streams reset on the gateway's account
   uv_timer_t* housekeeping_timer_ = nullptr;  // idle, zero-window stalls
   uv_timer_t* reap_timer_ = nullptr;
@@ -129,6 +133,7 @@ class Http2ServerSession {
   uint64_t last_activity_ms_ = 0;
   bool flushing_ = false;
   bool going_away_ = false;  // GOAWAY sent: the session ends with its last stream
+  bool cut_off_ = false;     // abuse: no frame of the client's is processed any more
   bool ended_ = false;       // the transport was told to close
   bool abandoned_ = false;
   bool write_blocked_ = false;  // the transport's queue is over the high-water mark
