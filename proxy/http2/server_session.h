@@ -57,9 +57,12 @@ class Http2ServerSession {
   // body bytes go upstream as slices of it, without a copy. False: the
   // session ended (GOAWAY queued); the transport closes after the flush.
   bool receive(const SlabRef& slab, const char* data, size_t size);
+  // Asks for pending frames to be written at the end of this loop iteration
+  // (the worker's flush check calls flushNow()).
+  void flush();
   // Serializes pending frames into the transport, unless its queue is over
   // the high-water mark (then onTransportDrained() resumes).
-  void flush();
+  void flushNow();
   void onTransportDrained();
   // GOAWAY(NO_ERROR): streams in flight finish, no new ones; the session ends
   // when the last one does.
@@ -136,7 +139,8 @@ class Http2ServerSession {
   bool cut_off_ = false;     // abuse: no frame of the client's is processed any more
   bool ended_ = false;       // the transport was told to close
   bool abandoned_ = false;
-  bool write_blocked_ = false;  // the transport's queue is over the high-water mark
+  bool write_blocked_ = false;    // the transport's queue is over the high-water mark
+  bool flush_scheduled_ = false;  // in the worker's list for this iteration's flush
 };
 
 }  // namespace spacegate

@@ -1,5 +1,7 @@
 #include "server/worker.h"
 
+#include "http2/server_session.h"
+
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/random.h>
@@ -75,6 +77,8 @@ Worker::Worker(unsigned index, const GatewayConfig& config, const RouteTablePubl
   tunnel_sweep_timer_.data = this;
   uv_timer_init(&loop_, &memory_trim_timer_);
   memory_trim_timer_.data = this;
+  uv_check_init(&loop_, &flush_check_);
+  flush_check_.data = this;
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   pipes_.open(&loop_);
   if (getrandom(&request_id_prefix_, sizeof request_id_prefix_, 0) != sizeof request_id_prefix_) {
@@ -217,6 +221,28 @@ void Worker::closeRetired(const std::vector<RoutePtr>& routes) {
       }
     }
   }
+}
+
+void Worker::scheduleFlush(Http2ServerSession* session) {
+  if (pending_flushes_.empty()) uv_check_start(&flush_check_, &Worker::onFlushCheck);
+  pending_flushes_.push_back(session);
+}
+
+void Worker::cancelFlush(Http2ServerSession* session) {
+  std::erase(pending_flushes_, session);
+}
+
+void Worker::onFlushCheck(uv_check_t* check) {
+  auto* worker = static_cast<Worker*>(check->data);
+  // A flush may schedule more (a stream's upstream answering at once): they
+  // run in the next iteration.
+  std::vector<Http2ServerSession*> sessions;
+  sessions.swap(worker->pending_flushes_);
+  // Sessions are deleted only in the loop's closing phase (with their
+  // connection), after this check: one abandoned by an earlier flush of the
+  // batch is still there, and its flushNow() does nothing.
+  for (Http2ServerSession* session : sessions) session->flushNow();
+  if (worker->pending_flushes_.empty()) uv_check_stop(&worker->flush_check_);
 }
 
 void Worker::newRequestId(std::string& out) {
@@ -420,6 +446,8 @@ void Worker::closeEverything() {
   uv_close(reinterpret_cast<uv_handle_t*>(&tunnel_sweep_timer_), nullptr);
   uv_timer_stop(&memory_trim_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&memory_trim_timer_), nullptr);
+  uv_check_stop(&flush_check_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
   if (spare_fd_ >= 0) ::close(spare_fd_);
   spare_fd_ = -1;
   mailbox_.close();

@@ -31,6 +31,7 @@
 namespace spacegate {
 
 class ClientConnection;
+class Http2ServerSession;
 class TunnelSession;
 
 class Worker {
@@ -81,6 +82,10 @@ class Worker {
   // Where TLS connections read ciphertext (fed to BoringSSL at once).
   char* cipherReadBuffer() { return cipher_read_buffer_.get(); }
   static constexpr size_t kCipherReadBufferSize = 64 * 1024;
+
+  // HTTP/2 sessions to flush once this loop iteration's I/O is done.
+  void scheduleFlush(Http2ServerSession* session);
+  void cancelFlush(Http2ServerSession* session);
 
   void addConnection(ClientConnection* connection);
   void removeConnection(ClientConnection* connection);
@@ -154,6 +159,9 @@ class Worker {
   std::vector<TunnelSession*> tunnel_sessions_;
   uv_timer_t tunnel_sweep_timer_;
   uv_timer_t memory_trim_timer_;
+  uv_check_t flush_check_;  // runs after each poll while sessions wait for a flush
+  std::vector<Http2ServerSession*> pending_flushes_;
+  static void onFlushCheck(uv_check_t* check);
   std::vector<RetireTimer*> retire_timers_;
   WorkerCounters counters_;
   bool shutting_down_ = false;
