@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "config/gateway_config.h"
 #include "server/gateway.h"
+#include "tls/tls_context_set.h"
 
 int main(int argc, char** argv) {
   using namespace spacegate;
@@ -75,7 +76,20 @@ int main(int argc, char** argv) {
   }
   Log::setLevel(level);
   if (check_only) {
-    std::printf("spacegate: configuration OK (%zu routes)\n", config.routes.size());
+    // The certificates too: a file that is missing, not PEM, or whose key
+    // does not match is found now, not at the next start.
+    if (needsTlsCertificates(config)) {
+      SessionTicketKeys keys(config.tls.session_ticket_rotation_ms);
+      ValidationError error;
+      if (!TlsContextSet::load(config.tls, &keys, error)) {
+        std::fprintf(stderr, "spacegate: %s: %s: %s\n",
+                     config_file.empty() ? "flags" : config_file.c_str(), error.field.c_str(),
+                     error.message.c_str());
+        return 2;
+      }
+    }
+    std::printf("spacegate: configuration OK (%zu routes, %zu certificates)\n",
+                config.routes.size(), config.tls.certificates.size());
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);

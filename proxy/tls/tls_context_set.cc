@@ -112,6 +112,13 @@ std::shared_ptr<const TlsContextSet> TlsContextSet::load(const TlsConfig& config
       return nullptr;
     }
     if (!SSL_CTX_use_PrivateKey_file(context, source.key_file.c_str(), SSL_FILETYPE_PEM)) {
+      // BoringSSL checks the pair while loading the key.
+      if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+        ERR_clear_error();
+        rejectField(error, field + ".key",
+                    "the key does not match the certificate " + source.cert_file);
+        return nullptr;
+      }
       rejectField(error, field + ".key",
                   "not a PEM private key (" + source.key_file + "): " + lastSslError());
       return nullptr;

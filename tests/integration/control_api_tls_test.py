@@ -88,6 +88,26 @@ class ControlApiTlsTest(unittest.TestCase):
         self.assertNotEqual(result.returncode, 0, result.stdout)
         self.assertNotIn('"status"', result.stdout)
 
+    def test_check_opens_the_certificates(self):
+        good = os.path.join(self.tmpdir, "check-good.json")
+        with open(good, "w") as f:
+            json.dump(self.config, f)
+        result = subprocess.run([h.BINARY, "--config", good, "--check"], capture_output=True,
+                                text=True, timeout=20)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("1 certificates", result.stdout)
+        config = dict(self.config)
+        config["tls"] = {"certificates": [{"cert": self.pki.mismatch_cert,
+                                           "key": self.pki.mismatch_key}]}
+        bad = os.path.join(self.tmpdir, "check-bad.json")
+        with open(bad, "w") as f:
+            json.dump(config, f)
+        result = subprocess.run([h.BINARY, "--config", bad, "--check"], capture_output=True,
+                                text=True, timeout=20)
+        self.assertEqual(result.returncode, 2, result.stdout)
+        self.assertIn("tls.certificates[0].key", result.stderr)
+        self.assertIn("does not match", result.stderr)
+
     def test_control_tls_without_certificate_is_refused(self):
         config = dict(self.config)
         config["listen"] = ["127.0.0.1:%d" % h.free_port()]
