@@ -39,8 +39,8 @@ struct ListenerConfig {
 
 struct GatewayConfig {
   std::vector<ListenerConfig> listeners;  // default 127.0.0.1:8080
-  unsigned workers = 0;                  // 0: one per core
-  std::string access_log = "stdout";     // a file path, "stdout", or "off"
+  unsigned workers = 0;                   // 0: one per core
+  std::string access_log = "stdout";      // a file path, "stdout", or "off"
   std::string log_level = "info";
   Limits limits;
   Http2Limits http2;
